@@ -1,0 +1,1 @@
+"""linewatch configuration: station YAML schema and service settings."""

@@ -1,0 +1,1 @@
+"""linewatch web dashboard (live view, review queue) — lands with the dashboard issue."""

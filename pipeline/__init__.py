@@ -1,0 +1,1 @@
+"""linewatch streaming side: messages, streams, capture, recorder, store and the CLI."""

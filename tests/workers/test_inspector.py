@@ -1,0 +1,63 @@
+"""End to end through the real packaged backbone: synthetic parts, few references, defects found."""
+
+import numpy as np
+import pytest
+
+from tests.workers.conftest import make_part
+from workers.backbones import load_backbone
+from workers.inspector import Inspector, inspection_shape
+from workers.references import build_station_model
+
+
+@pytest.fixture(scope="module")
+def inspector():
+    insp = Inspector(load_backbone("packaged:efficientnet-lite0"), device="cpu")
+    refs = [make_part(seed) for seed in range(4)]
+    insp.add_station(build_station_model(insp, "line-a", refs, image_size=128, min_area=0.002))
+    return insp
+
+
+def test_defects_are_flagged_and_located_normals_pass(inspector):
+    normals = [("line-a", make_part(100 + i)) for i in range(6)]
+    defects = [("line-a", make_part(200, defect="hole")), ("line-a", make_part(201, defect="scratch"))]
+    results = inspector.inspect(normals + defects)
+    normal_scores = [r.score for r in results[:6]]
+    hole, scratch = results[6], results[7]
+    assert sum(r.flagged for r in results[:6]) <= 1, normal_scores
+    assert hole.flagged and scratch.flagged
+    assert min(hole.score, scratch.score) > max(normal_scores)
+    assert hole.regions[0].position == "bottom right"
+    assert scratch.regions[0].position in {"top left", "left", "top"}
+    # boxes are in original-frame pixels and contain the defect centre
+    r = hole.regions[0]
+    assert r.x <= int(128 * 0.8) <= r.x + r.w and r.y <= int(96 * 0.8) <= r.y + r.h
+
+
+def test_results_keep_input_order_across_stations_and_sizes(inspector):
+    model = inspector.stations["line-a"]
+    from dataclasses import replace
+
+    inspector.add_station(replace(model, station_id="line-b"))
+    items = [
+        ("line-b", make_part(300, defect="hole")),
+        ("line-a", make_part(301, size=(64, 200))),
+        ("line-a", make_part(302, defect="hole")),
+    ]
+    results = inspector.inspect(items)
+    assert [r.station_id for r in results] == ["line-b", "line-a", "line-a"]
+    assert results[0].flagged and results[2].flagged
+    assert results[0].score == pytest.approx(results[2].score, abs=0.15)
+    assert results[1].heatmap.dtype == np.uint8 and max(results[1].heatmap.shape) == 64
+    assert set(results[0].timings) == {"preprocess_ms", "model_ms", "regions_ms"}
+
+
+def test_inspection_shape_keeps_aspect_on_the_backbone_stride(inspector):
+    assert inspection_shape((300, 600), 320, inspector.backbone) == (160, 320)
+    assert inspection_shape((103, 400), 320, inspector.backbone) == (96, 320)
+
+
+def test_bad_frames_and_unknown_stations_are_refused(inspector):
+    with pytest.raises(KeyError, match="no-such"):
+        inspector.inspect([("no-such", make_part(1))])
+    with pytest.raises(ValueError, match="uint8"):
+        inspector.inspect([("line-a", np.zeros((10, 10, 3), np.float32))])

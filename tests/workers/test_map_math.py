@@ -1,0 +1,80 @@
+"""The map and score formulas against small hand-computed tensors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workers.calibration import Calibration, calibrate
+from workers.localization import fuse_levels, gaussian_blur, image_scores
+from workers.memory_bank import MemoryBank, greedy_coreset, max_cosine
+
+
+def test_max_cosine_matches_brute_force_across_blocks(monkeypatch):
+    # tiny blocks force the chunked path through several query and bank blocks
+    monkeypatch.setattr("workers.memory_bank.SEARCH_BLOCK_ELEMENTS", 64)
+    gen = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(37, 5, generator=gen), dim=1)
+    bank = F.normalize(torch.randn(53, 5, generator=gen), dim=1)
+    expected = (q @ bank.T).max(dim=1).values
+    torch.testing.assert_close(max_cosine(q, bank), expected)
+
+
+def test_distance_map_is_one_minus_best_cosine_per_patch():
+    bank = MemoryBank.from_patches([torch.tensor([[1.0, 0.0], [0.0, 1.0]])])
+    # 1x1x2x2 feature map: patches (1,0), (0,1), (1,1)/√2, (-1,0)
+    feats = torch.tensor([[1.0, 0.0, 0.7071068, -1.0], [0.0, 1.0, 0.7071068, 0.0]]).view(1, 2, 2, 2)
+    (m,) = bank.distance_maps([feats])
+    expected = torch.tensor([[0.0, 0.0], [1 - 0.7071068, 1.0]]).view(1, 1, 2, 2)
+    torch.testing.assert_close(m, expected, atol=1e-6, rtol=0)
+
+
+def test_fuse_levels_averages_upsampled_levels():
+    coarse = torch.full((1, 1, 1, 1), 0.8)
+    fine = torch.tensor([[0.0, 0.2], [0.4, 0.6]]).view(1, 1, 2, 2)
+    fused = fuse_levels([coarse, fine], (2, 2))
+    torch.testing.assert_close(fused, (fine + 0.8) / 2)
+
+
+def test_gaussian_blur_keeps_constants_and_mass_and_spreads_a_peak():
+    const = torch.full((1, 1, 20, 30), 0.3)
+    torch.testing.assert_close(gaussian_blur(const, 2.0), const)
+    peak = torch.zeros(1, 1, 41, 41)
+    peak[0, 0, 20, 20] = 1.0
+    out = gaussian_blur(peak, 2.0)
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert out[0, 0, 20, 20] < 0.1 and out[0, 0, 20, 22] > 0.01
+    assert out.argmax().item() == 20 * 41 + 20
+
+
+def test_image_score_is_map_maximum():
+    maps = torch.tensor([[0.1, 0.5], [0.2, 0.3], [0.9, 0.0]]).view(3, 1, 1, 2)
+    torch.testing.assert_close(image_scores(maps), torch.tensor([0.5, 0.3, 0.9]))
+
+
+def test_greedy_coreset_picks_the_far_outliers_first():
+    cluster = torch.randn(200, 4) * 0.01
+    outliers = torch.tensor([[10.0, 0, 0, 0], [0, -10.0, 0, 0], [0, 0, 10.0, 0]])
+    x = torch.cat([cluster, outliers])
+    picks = set(greedy_coreset(x, 4, projection_dim=128).tolist())
+    assert {200, 201, 202} <= picks
+    assert greedy_coreset(x, 500).numel() == 203  # no subsampling when asked for more
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(0.40, 0.5), (0.30, 0.0), (0.35, 0.25), (0.50, 1.0), (0.10, 0.0), (0.45, 0.75)],
+)
+def test_normalize_maps_threshold_to_half(raw, expected):
+    cal = Calibration(threshold=0.40, normal_level=0.30, normal_scores=(0.38, 0.40))
+    assert float(cal.normalize(raw)) == pytest.approx(expected)
+
+
+def test_calibrate_takes_highest_leave_one_out_score():
+    cal = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2)
+    assert cal.threshold == pytest.approx(0.42)
+    assert cal.normal_scores == (0.31, 0.42, 0.37)
+    wider = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.5)
+    assert wider.threshold == pytest.approx(0.42 + 0.5 * 0.22)
+    with pytest.raises(ValueError, match="must exceed"):
+        Calibration(threshold=0.2, normal_level=0.2, normal_scores=())

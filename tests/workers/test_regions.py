@@ -1,0 +1,51 @@
+"""Regions and AnomalyGPT's position words."""
+
+import numpy as np
+import pytest
+
+from workers.regions import describe, find_regions, position_word
+
+
+@pytest.mark.parametrize(
+    ("cx", "cy", "word"),
+    [
+        (0.1, 0.1, "top left"),
+        (0.5, 0.1, "top"),
+        (0.9, 0.1, "top right"),
+        (0.1, 0.5, "left"),
+        (0.5, 0.5, "center"),
+        (0.9, 0.5, "right"),
+        (0.1, 0.9, "bottom left"),
+        (0.5, 0.9, "bottom"),
+        (0.9, 0.9, "bottom right"),
+        (0.0, 0.0, "top left"),
+        (1.0, 1.0, "bottom right"),
+        (0.34, 0.66, "center"),
+    ],
+)
+def test_position_words_on_a_3x3_grid(cx, cy, word):
+    assert position_word(cx, cy) == word
+
+
+def test_regions_boxes_scale_to_the_frame_and_small_ones_are_dropped():
+    m = np.zeros((30, 60), dtype=np.float32)
+    m[2:8, 4:10] = 0.9  # 36 px, top left
+    m[20:22, 50:52] = 0.7  # 4 px, bottom right: below min_area
+    m[14, 30] = 0.49  # under the level: never a region
+    regions = find_regions(m, frame_size=(300, 600), min_area=10 / (30 * 60))
+    assert len(regions) == 1
+    r = regions[0]
+    assert (r.x, r.y, r.w, r.h) == (40, 20, 60, 60)
+    assert r.position == "top left"
+    assert r.area == pytest.approx(36 / 1800, abs=1e-6)
+    assert r.peak == pytest.approx(0.9)
+
+
+def test_regions_sorted_by_peak_and_described_in_words():
+    m = np.zeros((9, 9), dtype=np.float32)
+    m[0:2, 0:2] = 0.6
+    m[7:9, 7:9] = 0.95
+    regions = find_regions(m, (9, 9), min_area=0.0)
+    assert [r.position for r in regions] == ["bottom right", "top left"]
+    assert describe(regions) == "bottom right (4.9% of the image); top left (4.9% of the image)"
+    assert describe([]) == "no anomalous region"

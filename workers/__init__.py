@@ -1,0 +1,1 @@
+"""linewatch model side: backbones, localization, calibration, regions, evaluation."""

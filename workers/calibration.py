@@ -1,0 +1,71 @@
+"""Threshold calibration from normal references alone, and score normalisation (threshold -> 0.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Statistics of normal references, kept with the memory bank so a saved bank carries its threshold.
+
+    ``threshold`` is a raw map value: a frame whose map maximum reaches it is flagged, and a pixel
+    that reaches it belongs to a region. ``normal_level`` is the median raw value of normal pixels;
+    it anchors 0 of the normalised scale.
+    """
+
+    threshold: float
+    normal_level: float
+    normal_scores: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.threshold > self.normal_level:
+            raise ValueError(
+                f"calibration threshold {self.threshold:.4g} must exceed the normal level "
+                f"{self.normal_level:.4g}; are the references all identical?"
+            )
+
+    @property
+    def spread(self) -> float:
+        return 2.0 * (self.threshold - self.normal_level)
+
+    def normalize(self, raw: np.ndarray | float) -> np.ndarray:
+        """Map raw scores linearly so that normal_level -> 0, threshold -> 0.5; clipped to [0, 1]."""
+        return np.clip(0.5 + (np.asarray(raw, dtype=np.float64) - self.threshold) / self.spread, 0.0, 1.0)
+
+    def as_dict(self) -> dict[str, float | list[float]]:
+        return {
+            "threshold": self.threshold,
+            "normal_level": self.normal_level,
+            "normal_scores": list(self.normal_scores),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(
+            threshold=float(data["threshold"]),
+            normal_level=float(data["normal_level"]),
+            normal_scores=tuple(float(s) for s in data["normal_scores"]),
+        )
+
+
+def calibrate(loo_scores: np.ndarray, loo_pixel_median: float, margin: float = 0.0) -> Calibration:
+    """Derive the threshold from leave-one-out scores of the references.
+
+    Each reference was scored against a bank built without it, so its score is what a normal
+    frame scores against a slightly smaller bank. The threshold is the highest such score (no
+    reference would be flagged), widened by ``margin`` times the score spread to leave room for
+    normal variation the few references do not show.
+    """
+    scores = np.asarray(loo_scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("calibration needs at least one leave-one-out score")
+    spread = float(scores.max() - loo_pixel_median)
+    threshold = float(scores.max()) + margin * spread
+    return Calibration(
+        threshold=threshold,
+        normal_level=float(loo_pixel_median),
+        normal_scores=tuple(float(s) for s in scores),
+    )

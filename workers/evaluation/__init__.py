@@ -1,0 +1,1 @@
+"""Offline evaluation: dataset reading and anomaly-detection metrics."""

@@ -1,0 +1,30 @@
+"""Command-line options of ``linewatch eval`` (kept apart so the CLI can list them without torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=Path, required=True, help="MVTec-AD layout root")
+    parser.add_argument("--category", action="append", help="category to evaluate (repeatable)")
+    parser.add_argument("--backbone", default="packaged:efficientnet-lite0", help="backbone spec")
+    parser.add_argument("--k", type=_int_list, default=[1, 4], help="reference counts, e.g. 1,4,16")
+    parser.add_argument("--seeds", type=int, default=5, help="reference draws per k")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="inspection size (longer side)"
+    )
+    parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

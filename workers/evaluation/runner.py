@@ -1,0 +1,157 @@
+"""``linewatch eval``: few-shot accuracy on an MVTec-AD-layout dataset, mean ± std over reference draws."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from workers.backbones import load_backbone
+from workers.errors import WorkerError
+from workers.evaluation.dataset import (
+    Category,
+    draw_references,
+    list_categories,
+    load_category,
+    read_mask,
+)
+from workers.evaluation.metrics import accuracy_at, aupro, auroc, f1_max
+from workers.inspector import Inspector, inspection_shape
+from workers.references import build_station_model, read_images
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "accuracy")
+
+
+@dataclass
+class EvalSettings:
+    backbone: str
+    image_size: int
+    augment: bool
+    device: str
+
+
+def evaluate_draw(
+    inspector: Inspector, cat: Category, refs: list[Path], cfg: EvalSettings
+) -> dict[str, float]:
+    """All metrics for one category and one draw of references."""
+    model = build_station_model(
+        inspector, "eval", read_images(refs), cfg.image_size, min_area=0.0, augment=cfg.augment
+    )
+    inspector.add_station(model)
+    model = inspector.stations["eval"]
+    scores, labels, maps, masks = [], [], [], []
+    for sample in tqdm(cat.test, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr):
+        image = read_images([sample.path])[0]
+        shape = inspection_shape(image.shape[:2], cfg.image_size, inspector.backbone)
+        m = inspector.raw_maps(inspector.to_tensor([image], shape), model)[0, 0].cpu().numpy()
+        scores.append(float(m.max()))
+        labels.append(sample.label)
+        maps.append(m.astype(np.float32))
+        masks.append(
+            read_mask(sample.mask_path, shape) if sample.mask_path else np.zeros(shape, dtype=bool)
+        )
+    s, y = np.array(scores), np.array(labels)
+    return {
+        "image_auroc": auroc(s, y),
+        "pixel_auroc": auroc(
+            np.concatenate([m.ravel() for m in maps]), np.concatenate([m.ravel() for m in masks])
+        ),
+        "aupro": aupro(maps, masks, fpr_limit=0.3),
+        "f1_max": f1_max(s, y)[0],
+        "accuracy": accuracy_at(s, y, model.calibration.threshold),
+    }
+
+
+def evaluate(
+    root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings
+) -> dict:
+    """results[k][category][metric] = list over seeds."""
+    backbone = load_backbone(cfg.backbone)
+    inspector = Inspector(backbone, device=cfg.device)
+    results: dict[int, dict[str, dict[str, list[float]]]] = {}
+    for name in categories:
+        cat = load_category(root, name)
+        for k in ks:
+            per = results.setdefault(k, {}).setdefault(name, {m: [] for m in METRICS})
+            for seed in range(seeds):
+                t0 = time.perf_counter()
+                row = evaluate_draw(inspector, cat, draw_references(cat.train_good, k, seed), cfg)
+                for m in METRICS:
+                    per[m].append(row[m])
+                logger.info(
+                    "%s k=%d seed=%d %s (%.0fs)",
+                    name,
+                    k,
+                    seed,
+                    " ".join(f"{m}={v:.3f}" for m, v in row.items()),
+                    time.perf_counter() - t0,
+                )
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """k -> metric -> {mean, std} over seeds of the category-averaged metric, plus per_category."""
+    out: dict[str, dict] = {}
+    for k, cats in results.items():
+        overall = {m: np.mean([cats[c][m] for c in cats], axis=0) for m in METRICS}
+        entry: dict = {m: _mean_std(overall[m]) for m in METRICS}
+        entry["per_category"] = {c: {m: _mean_std(cats[c][m]) for m in METRICS} for c in cats}
+        out[str(k)] = entry
+    return out
+
+
+def _mean_std(values: list[float] | np.ndarray) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a))}
+
+
+def markdown_table(summary: dict, seeds: int) -> str:
+    header = "| category | k | image AUROC | pixel AUROC | AUPRO | F1-max | accuracy |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for k, entry in summary.items():
+        rows = list(entry["per_category"].items())
+        if len(rows) > 1:
+            rows.append(("**mean**", {m: entry[m] for m in METRICS}))
+        for cat, vals in rows:
+            cells = " | ".join(f"{vals[m]['mean']:.3f} ± {vals[m]['std']:.3f}" for m in METRICS)
+            lines.append(f"| {cat} | {k} | {cells} |")
+    lines.append(
+        f"\nmean ± std over {seeds} reference draw(s); accuracy at the calibrated threshold"
+    )
+    return "\n".join(lines)
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    try:
+        categories = args.category or list_categories(args.dataset)
+        cfg = EvalSettings(
+            backbone=args.backbone,
+            image_size=args.image_size or _default_size(args.backbone),
+            augment=not args.no_augment,
+            device=args.device,
+        )
+        torch.manual_seed(0)
+        summary = summarize(evaluate(args.dataset, categories, args.k, args.seeds, cfg))
+    except WorkerError as e:
+        print(f"linewatch eval: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(summary, args.seeds))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _default_size(spec: str) -> int:
+    from config.station import ModelSettings
+
+    return ModelSettings(backbone=spec).image_size

@@ -1,0 +1,154 @@
+"""The Inspector: owns backbone, device and dtype; turns batches of BGR frames into inspection results."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from workers.backbones.base import Backbone
+from workers.localization import fuse_levels, gaussian_blur, image_scores
+from workers.patch_features import PatchEmbedder
+from workers.regions import Region, find_regions
+from workers.station_model import StationModel
+
+
+@dataclass
+class InspectionResult:
+    """What the detector says about one frame."""
+
+    station_id: str
+    score: float  # normalised: 0.5 is the calibrated threshold
+    raw_score: float
+    flagged: bool
+    heatmap: np.ndarray  # small uint8 map of the normalised score, for overlays
+    regions: list[Region]
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage, batch-amortised
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def inspection_shape(frame_hw: tuple[int, int], image_size: int, backbone: Backbone) -> tuple[int, int]:
+    """(H, W) the backbone sees: longer side ``image_size``, aspect kept, sides rounded to its stride."""
+    if backbone.fixed_size:
+        return backbone.default_size, backbone.default_size
+    m = backbone.size_multiple
+    scale = image_size / max(frame_hw)
+    return tuple(max(m, int(round(s * scale / m)) * m) for s in frame_hw)  # type: ignore[return-value]
+
+
+class Inspector:
+    """Batches frames of any size across stations that share one backbone and localizes anomalies."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        device: str = "auto",
+        dtype: torch.dtype | None = None,
+        pool: int = 3,
+        sigma: float = 4.0,
+        heatmap_size: int = 64,
+    ) -> None:
+        self.device = resolve_device(device)
+        # fp16 on GPUs halves memory traffic; CPUs have no fast fp16 path, so fp32 there
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.embedder = PatchEmbedder(backbone, pool).to(self.device, self.dtype).eval()
+        self.backbone = backbone
+        self.sigma = sigma
+        self.heatmap_size = heatmap_size
+        self.stations: dict[str, StationModel] = {}
+
+    def add_station(self, model: StationModel) -> None:
+        self.stations[model.station_id] = model.to(self.device, self.dtype)
+
+    def to_tensor(self, frames: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
+        """Resize BGR uint8 frames to ``shape`` and stack them as RGB floats in [0, 1] on the device."""
+        h, w = shape
+        batch = np.stack([_resize_rgb(f, w, h) for f in frames])
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        return x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+
+    @torch.inference_mode()
+    def raw_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
+        """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device."""
+        feats = self.embedder(images)
+        maps = fuse_levels(model.bank.distance_maps(feats), tuple(images.shape[-2:]))
+        return gaussian_blur(maps.float(), self.sigma)
+
+    def inspect(self, items: Sequence[tuple[str, np.ndarray]]) -> list[InspectionResult]:
+        """Inspect (station_id, BGR frame) pairs; results come back in the same order."""
+        groups: dict[tuple[str, tuple[int, int]], list[int]] = defaultdict(list)
+        for i, (station_id, frame) in enumerate(items):
+            if station_id not in self.stations:
+                raise KeyError(f"station {station_id!r} has no model loaded in this inspector")
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"frame {i} of {station_id}: expected HxWx3 uint8 BGR, got {frame.shape} {frame.dtype}")
+            model = self.stations[station_id]
+            groups[(station_id, inspection_shape(frame.shape[:2], model.image_size, self.backbone))].append(i)
+        results: list[InspectionResult | None] = [None] * len(items)
+        for (station_id, shape), idx in groups.items():
+            frames = [items[i][1] for i in idx]
+            for i, res in zip(idx, self._inspect_group(self.stations[station_id], frames, shape), strict=True):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _inspect_group(
+        self, model: StationModel, frames: list[np.ndarray], shape: tuple[int, int]
+    ) -> list[InspectionResult]:
+        t0 = time.perf_counter()
+        images = self.to_tensor(frames, shape)
+        t1 = time.perf_counter()
+        maps = self.raw_maps(images, model)
+        scores = image_scores(maps).cpu().numpy()
+        norm = model.calibration.normalize(_small_maps(maps, self.heatmap_size))
+        full_norm = model.calibration.normalize(maps[:, 0].cpu().numpy())
+        t2 = time.perf_counter()
+        out = []
+        for j, frame in enumerate(frames):
+            regions = find_regions(full_norm[j], frame.shape[:2], model.min_area)
+            score = float(model.calibration.normalize(scores[j]))
+            out.append(
+                InspectionResult(
+                    station_id=model.station_id,
+                    score=score,
+                    raw_score=float(scores[j]),
+                    flagged=bool(scores[j] >= model.calibration.threshold),
+                    heatmap=(norm[j] * 255).round().astype(np.uint8),
+                    regions=regions,
+                )
+            )
+        t3 = time.perf_counter()
+        n = len(frames)
+        timing = {
+            "preprocess_ms": (t1 - t0) * 1e3 / n,
+            "model_ms": (t2 - t1) * 1e3 / n,
+            "regions_ms": (t3 - t2) * 1e3 / n,
+        }
+        for r in out:
+            r.timings = dict(timing)
+        return out
+
+
+def _resize_rgb(frame: np.ndarray, w: int, h: int) -> np.ndarray:
+    if frame.shape[:2] != (h, w):
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _small_maps(maps: torch.Tensor, size: int) -> np.ndarray:
+    """Maps downscaled so the longer side is ``size``: what overlays need, cheap to send."""
+    h, w = maps.shape[-2:]
+    scale = size / max(h, w)
+    small = torch.nn.functional.interpolate(
+        maps, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area"
+    )
+    return small[:, 0].cpu().numpy()

@@ -1,0 +1,90 @@
+"""Few-shot memory bank: patch features of normal references per level, with nearest-neighbour search."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: elements of the (queries x bank) similarity block computed at once; bounds search memory
+SEARCH_BLOCK_ELEMENTS = 1 << 24
+
+
+def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of a greedy k-center coreset (PatchCore): each pick is the point farthest from the picks so far.
+
+    Distances are computed on a random projection (Johnson–Lindenstrauss) to keep selection cheap;
+    the bank keeps the full features of the chosen points.
+    """
+    n = features.shape[0]
+    if size >= n:
+        return torch.arange(n, device=features.device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = features.float()
+    if x.shape[1] > projection_dim:
+        proj = torch.randn(x.shape[1], projection_dim, generator=gen).to(x.device) / math.sqrt(projection_dim)
+        x = x @ proj
+    picks = torch.empty(size, dtype=torch.long, device=x.device)
+    picks[0] = int(torch.randint(n, (1,), generator=gen))
+    min_dist = torch.cdist(x, x[picks[0] : picks[0] + 1]).squeeze(1)
+    for i in range(1, size):
+        picks[i] = torch.argmax(min_dist)
+        dist = torch.cdist(x, x[picks[i] : picks[i] + 1]).squeeze(1)
+        min_dist = torch.minimum(min_dist, dist)
+    return picks
+
+
+def max_cosine(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """For each row of ``queries`` (Q, C) the largest cosine similarity to a row of ``bank`` (N, C).
+
+    Both inputs must already be L2-normalised. Works in blocks so memory stays bounded for any Q, N.
+    """
+    q_count, n = queries.shape[0], bank.shape[0]
+    bank_step = max(1, min(n, SEARCH_BLOCK_ELEMENTS // max(1, min(q_count, 4096))))
+    q_step = max(1, SEARCH_BLOCK_ELEMENTS // bank_step)
+    out = torch.empty(q_count, dtype=queries.dtype, device=queries.device)
+    for qs in range(0, q_count, q_step):
+        q = queries[qs : qs + q_step]
+        best = torch.full((q.shape[0],), -2.0, dtype=queries.dtype, device=queries.device)
+        for bs in range(0, n, bank_step):
+            best = torch.maximum(best, (q @ bank[bs : bs + bank_step].T).amax(dim=1))
+        out[qs : qs + q_step] = best
+    return out
+
+
+@dataclass
+class MemoryBank:
+    """One (N_i, C_i) matrix of L2-normalised normal patch features per backbone level."""
+
+    levels: list[torch.Tensor]
+
+    @classmethod
+    def from_patches(cls, per_level: list[torch.Tensor], max_size: int | None = None) -> MemoryBank:
+        """Build from per-level (N_i, C_i) normal patch descriptors, coreset-reduced to ``max_size``."""
+        levels = []
+        for flat in per_level:
+            flat = F.normalize(flat.float(), dim=1)
+            if max_size is not None and flat.shape[0] > max_size:
+                flat = flat[greedy_coreset(flat, max_size)]
+            levels.append(flat.contiguous())
+        return cls(levels)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [lv.shape[0] for lv in self.levels]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MemoryBank:
+        return MemoryBank([lv.to(device=device, dtype=dtype or lv.dtype) for lv in self.levels])
+
+    def distance_maps(self, per_level: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level, ``1 - max cos(patch, bank)`` as (B, 1, h_i, w_i) maps for normalised features."""
+        if len(per_level) != len(self.levels):
+            raise ValueError(f"bank has {len(self.levels)} levels, features have {len(per_level)}")
+        maps = []
+        for feats, bank in zip(per_level, self.levels, strict=True):
+            b, c, h, w = feats.shape
+            q = feats.permute(0, 2, 3, 1).reshape(-1, c).to(bank.dtype)
+            maps.append((1.0 - max_cosine(q, bank)).view(b, 1, h, w))
+        return maps

@@ -1,0 +1,119 @@
+"""Building a station model from normal reference images: views, memory bank, leave-one-out calibration."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from workers.calibration import Calibration, calibrate
+from workers.errors import ReferenceImagesError
+from workers.inspector import Inspector, inspection_shape
+from workers.localization import image_scores
+from workers.memory_bank import MemoryBank
+from workers.station_model import StationModel
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+#: at most this many references are held out in turn for calibration (each costs one bank build)
+MAX_HELD_OUT = 8
+
+
+def list_reference_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ReferenceImagesError(f"reference folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ReferenceImagesError(f"reference folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_images(paths: Sequence[Path]) -> list[np.ndarray]:
+    images = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ReferenceImagesError(f"reference image {p} cannot be read as an image")
+        images.append(img)
+    return images
+
+
+def views(image: np.ndarray, augment: bool) -> list[np.ndarray]:
+    """The image and, with ``augment``, its mirror images (horizontal, vertical, both)."""
+    if not augment:
+        return [image]
+    return [image, image[:, ::-1].copy(), image[::-1].copy(), image[::-1, ::-1].copy()]
+
+
+def build_station_model(
+    inspector: Inspector,
+    station_id: str,
+    references: Sequence[np.ndarray],
+    image_size: int,
+    min_area: float,
+    augment: bool = True,
+    max_bank: int | None = 4096,
+) -> StationModel:
+    """Bank of all reference views, threshold from scoring each reference against the others."""
+    if not references:
+        raise ReferenceImagesError(f"station {station_id}: no reference images")
+    feats = [_embed_views(inspector, ref, image_size, augment) for ref in references]
+    bank = _bank(feats, max_bank)
+    calibration = _leave_one_out(inspector, references, feats, image_size, max_bank)
+    logger.info(
+        "station %s: bank %s patches from %d references, threshold %.4f",
+        station_id, bank.sizes, len(references), calibration.threshold,
+    )
+    return StationModel(station_id, bank, calibration, image_size, min_area)
+
+
+def _embed_views(inspector: Inspector, image: np.ndarray, image_size: int, augment: bool) -> list[torch.Tensor]:
+    vs = views(image, augment)
+    with torch.inference_mode():
+        out = []
+        for v in vs:  # mirrored views of a non-square image have their own shape, so one at a time
+            shape = inspection_shape(v.shape[:2], image_size, inspector.backbone)
+            out.append(inspector.embedder(inspector.to_tensor([v], shape)))
+    # per level, a list over views of (1, C, h, w): flatten each view to (h*w, C) patches
+    return [torch.cat([o[lv].permute(0, 2, 3, 1).reshape(-1, o[lv].shape[1]) for o in out]) for lv in range(len(out[0]))]
+
+
+def _bank(feats: list[list[torch.Tensor]], max_bank: int | None) -> MemoryBank:
+    levels = [torch.cat([f[lv] for f in feats]) for lv in range(len(feats[0]))]
+    return MemoryBank.from_patches(levels, max_bank)
+
+
+def _leave_one_out(
+    inspector: Inspector,
+    references: Sequence[np.ndarray],
+    feats: list[list[torch.Tensor]],
+    image_size: int,
+    max_bank: int | None,
+) -> Calibration:
+    scores, medians = [], []
+    if len(references) == 1:
+        # one reference: hold out the image as the camera sees it and compare it with a bank of
+        # its own mirrored views (the first quarter of the patches is the unmirrored view)
+        mirrored = _embed_views(inspector, references[0], image_size, augment=True)
+        held = [(references[0], MemoryBank.from_patches([lv[lv.shape[0] // 4 :] for lv in mirrored], max_bank))]
+    else:
+        held = [
+            (references[i], _bank([f for j, f in enumerate(feats) if j != i], max_bank))
+            for i in range(min(len(references), MAX_HELD_OUT))
+        ]
+    for image, bank in held:
+        tmp = StationModel("calibration", bank.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0)
+        shape = inspection_shape(image.shape[:2], image_size, inspector.backbone)
+        maps = inspector.raw_maps(inspector.to_tensor([image], shape), tmp)
+        scores.append(float(image_scores(maps)[0]))
+        medians.append(float(maps.median()))
+    return calibrate(np.array(scores), float(np.median(medians)))
+
+
+# raw_maps needs a StationModel; its calibration is not used there
+_PLACEHOLDER = Calibration(threshold=1.0, normal_level=0.0, normal_scores=())

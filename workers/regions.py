@@ -1,0 +1,79 @@
+"""Flagged areas of a normalised anomaly map as regions with boxes and AnomalyGPT's position words."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+#: AnomalyGPT's 3x3 grid words, indexed [row][column]
+POSITION_WORDS = (
+    ("top left", "top", "top right"),
+    ("left", "center", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One connected anomalous area, in the coordinates of the original frame."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: float  # fraction of the frame
+    peak: float  # highest normalised score inside (0.5 = threshold)
+    position: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def position_word(cx: float, cy: float) -> str:
+    """The 3x3-grid word for a point given as fractions of width (cx) and height (cy)."""
+    col = min(2, max(0, int(cx * 3)))
+    row = min(2, max(0, int(cy * 3)))
+    return POSITION_WORDS[row][col]
+
+
+def find_regions(
+    norm_map: np.ndarray, frame_size: tuple[int, int], min_area: float, level: float = 0.5
+) -> list[Region]:
+    """Connected components of ``norm_map >= level`` covering at least ``min_area`` of the frame.
+
+    ``norm_map`` is (h, w) at any resolution; boxes are scaled to ``frame_size`` = (H, W).
+    Regions come sorted by peak score, highest first.
+    """
+    h, w = norm_map.shape
+    mask = (norm_map >= level).astype(np.uint8)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    sy, sx = frame_size[0] / h, frame_size[1] / w
+    regions = []
+    for i in range(1, count):
+        area = stats[i, cv2.CC_STAT_AREA] / float(h * w)
+        if area < min_area:
+            continue
+        x, y, bw, bh = (int(v) for v in stats[i, :4])
+        peak = float(norm_map[labels == i].max())
+        cx, cy = centroids[i]
+        regions.append(
+            Region(
+                x=int(round(x * sx)),
+                y=int(round(y * sy)),
+                w=max(1, int(round(bw * sx))),
+                h=max(1, int(round(bh * sy))),
+                area=round(area, 6),
+                peak=round(peak, 4),
+                position=position_word((cx + 0.5) / w, (cy + 0.5) / h),
+            )
+        )
+    return sorted(regions, key=lambda r: r.peak, reverse=True)
+
+
+def describe(regions: list[Region]) -> str:
+    """Words for the explainer and the dashboard, e.g. 'top left (2.1% of the image)'."""
+    if not regions:
+        return "no anomalous region"
+    return "; ".join(f"{r.position} ({r.area * 100:.1f}% of the image)" for r in regions)
