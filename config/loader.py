@@ -90,9 +90,7 @@ def _station_files(paths: list[Path]) -> list[Path | ConfigProblem]:
                 and not child.name.startswith(".")  # editor lock and swap files
             )
             if not found:
-                entries.append(
-                    ConfigProblem(path, None, "", None, "folder has no .yaml or .yml files")
-                )
+                entries.append(ConfigProblem(path, None, "", None, "folder has no .yaml or .yml files"))
         elif path.exists():
             found = [path]
         else:
@@ -168,15 +166,11 @@ def _check_shape(loaded: _Loaded, document: YamlDocument) -> bool:
     return True
 
 
-def _validation_problems(
-    path: Path, document: YamlDocument, error: ValidationError
-) -> list[ConfigProblem]:
+def _validation_problems(path: Path, document: YamlDocument, error: ValidationError) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for detail in without_typo_echoes(error.errors(include_url=False)):
         key_path, line = document.locate(detail["loc"], missing=detail["type"] == "missing")
-        problem = ConfigProblem(
-            path, line, key_path, show_value(detail), describe(detail, StationConfig)
-        )
+        problem = ConfigProblem(path, line, key_path, show_value(detail), describe(detail, StationConfig))
         if problem not in problems:
             problems.append(problem)
     return problems
@@ -189,9 +183,7 @@ def _absolute(path: Path, base: Path) -> Path:
 
 def _resolve_paths(station: StationConfig, base: Path) -> StationConfig:
     # relative paths mean "next to this YAML file", whatever the working directory of the process
-    references = station.references.model_copy(
-        update={"folder": _absolute(station.references.folder, base)}
-    )
+    references = station.references.model_copy(update={"folder": _absolute(station.references.folder, base)})
     camera = station.camera
     if isinstance(camera.source, str) and not looks_like_url(camera.source):
         camera = camera.model_copy(update={"source": str(_absolute(Path(camera.source), base))})
@@ -233,9 +225,7 @@ def _references_problem(folder: Path) -> str | None:
     if not folder.is_dir():
         return f"not a folder: {folder}"
     try:
-        images = sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     except OSError as e:
         return f"cannot list folder {folder}: {e.strerror or e}"
     if not images:

@@ -113,8 +113,7 @@ def without_typo_echoes(errors: Sequence[ErrorDetails]) -> list[ErrorDetails]:
     def echoed(error: ErrorDetails) -> bool:
         loc = error["loc"]
         return error["type"] == "missing" and any(
-            other[:-1] == loc[:-1]
-            and difflib.get_close_matches(str(other[-1]), [str(loc[-1])], cutoff=0.6)
+            other[:-1] == loc[:-1] and difflib.get_close_matches(str(other[-1]), [str(loc[-1])], cutoff=0.6)
             for other in unknown
         )
 

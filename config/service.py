@@ -51,8 +51,7 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         max_length=2048,
-        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db; "
-        "unset = SQLite in the data dir",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db; unset = SQLite in the data dir",
     )
     device: str = Field(
         default="auto",
@@ -152,9 +151,7 @@ def _settings_problems(error: ValidationError, overrides: Mapping[str, Any]) -> 
             if name in overrides or name not in ServiceSettings.model_fields
             else (ENV_PREFIX + name.upper())
         )
-        problems.append(
-            ConfigProblem(None, None, key, show_value(detail), describe(detail, ServiceSettings))
-        )
+        problems.append(ConfigProblem(None, None, key, show_value(detail), describe(detail, ServiceSettings)))
     return problems
 
 

@@ -72,9 +72,7 @@ class CameraSource(StrictModel):
     )
     loop: bool = Field(default=False, description="Restart recorded sources (files) at the end")
     # strict: YAML 1.1 reads "yes"/"on" as true, which lax pydantic would turn into 1 fps
-    fps: float = Field(
-        default=5.0, gt=0, le=120, strict=True, description="Frames per second to inspect"
-    )
+    fps: float = Field(default=5.0, gt=0, le=120, strict=True, description="Frames per second to inspect")
 
     @field_validator("source", mode="before")
     @classmethod
@@ -130,9 +128,7 @@ class ReferenceSettings(StrictModel):
     """Normal reference images that build the few-shot memory bank and calibrate the threshold."""
 
     folder: Path = Field(description="Folder of normal images (relative to the YAML file)")
-    k: int = Field(
-        default=4, ge=1, le=1024, strict=True, description="How many reference images to use"
-    )
+    k: int = Field(default=4, ge=1, le=1024, strict=True, description="How many reference images to use")
     augment: bool = Field(
         default=True, description="Add rotated and flipped copies of the references to the bank"
     )

@@ -89,9 +89,7 @@ def _child(node: Node, element: int | str) -> tuple[Node | None, Node] | None:
     return None
 
 
-def _duplicates(
-    node: Node, path: list[int | str], seen: set[int]
-) -> Iterator[tuple[str, int, int]]:
+def _duplicates(node: Node, path: list[int | str], seen: set[int]) -> Iterator[tuple[str, int, int]]:
     if id(node) in seen:  # anchors can make the tree a graph
         return
     seen.add(id(node))

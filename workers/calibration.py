@@ -51,7 +51,12 @@ class Calibration:
         )
 
 
-def calibrate(loo_scores: np.ndarray, loo_pixel_median: float, margin: float = 0.0) -> Calibration:
+#: widening of the threshold beyond the highest leave-one-out score, in units of its distance from
+#: the normal level: references are few, so unseen normal frames vary a little more than they do
+DEFAULT_MARGIN = 0.25
+
+
+def calibrate(loo_scores: np.ndarray, loo_pixel_median: float, margin: float = DEFAULT_MARGIN) -> Calibration:
     """Derive the threshold from leave-one-out scores of the references.
 
     Each reference was scored against a bank built without it, so its score is what a normal

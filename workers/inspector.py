@@ -43,7 +43,7 @@ def inspection_shape(frame_hw: tuple[int, int], image_size: int, backbone: Backb
         return backbone.default_size, backbone.default_size
     m = backbone.size_multiple
     scale = image_size / max(frame_hw)
-    return tuple(max(m, int(round(s * scale / m)) * m) for s in frame_hw)  # type: ignore[return-value]
+    return tuple(max(m, round(s * scale / m) * m) for s in frame_hw)  # type: ignore[return-value]
 
 
 class Inspector:
@@ -91,13 +91,17 @@ class Inspector:
             if station_id not in self.stations:
                 raise KeyError(f"station {station_id!r} has no model loaded in this inspector")
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                raise ValueError(f"frame {i} of {station_id}: expected HxWx3 uint8 BGR, got {frame.shape} {frame.dtype}")
+                raise ValueError(
+                    f"frame {i} of {station_id}: expected HxWx3 uint8 BGR, got {frame.shape} {frame.dtype}"
+                )
             model = self.stations[station_id]
             groups[(station_id, inspection_shape(frame.shape[:2], model.image_size, self.backbone))].append(i)
         results: list[InspectionResult | None] = [None] * len(items)
         for (station_id, shape), idx in groups.items():
             frames = [items[i][1] for i in idx]
-            for i, res in zip(idx, self._inspect_group(self.stations[station_id], frames, shape), strict=True):
+            for i, res in zip(
+                idx, self._inspect_group(self.stations[station_id], frames, shape), strict=True
+            ):
                 results[i] = res
         return [r for r in results if r is not None]
 

@@ -19,7 +19,7 @@ def fuse_levels(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor
 
 
 def gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    radius = max(1, int(math.ceil(4 * sigma)))
+    radius = max(1, math.ceil(4 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     k = torch.exp(-(x**2) / (2 * sigma * sigma))
     return (k / k.sum()).to(dtype)

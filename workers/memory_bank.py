@@ -12,7 +12,9 @@ import torch.nn.functional as F
 SEARCH_BLOCK_ELEMENTS = 1 << 24
 
 
-def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(
+    features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0
+) -> torch.Tensor:
     """Indices of a greedy k-center coreset (PatchCore): each pick is the point farthest from the picks so far.
 
     Distances are computed on a random projection (Johnson–Lindenstrauss) to keep selection cheap;

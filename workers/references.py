@@ -29,7 +29,9 @@ def list_reference_files(folder: Path) -> list[Path]:
         raise ReferenceImagesError(f"reference folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ReferenceImagesError(f"reference folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ReferenceImagesError(
+            f"reference folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return files
 
 
@@ -67,12 +69,17 @@ def build_station_model(
     calibration = _leave_one_out(inspector, references, feats, image_size, max_bank)
     logger.info(
         "station %s: bank %s patches from %d references, threshold %.4f",
-        station_id, bank.sizes, len(references), calibration.threshold,
+        station_id,
+        bank.sizes,
+        len(references),
+        calibration.threshold,
     )
     return StationModel(station_id, bank, calibration, image_size, min_area)
 
 
-def _embed_views(inspector: Inspector, image: np.ndarray, image_size: int, augment: bool) -> list[torch.Tensor]:
+def _embed_views(
+    inspector: Inspector, image: np.ndarray, image_size: int, augment: bool
+) -> list[torch.Tensor]:
     vs = views(image, augment)
     with torch.inference_mode():
         out = []
@@ -80,7 +87,10 @@ def _embed_views(inspector: Inspector, image: np.ndarray, image_size: int, augme
             shape = inspection_shape(v.shape[:2], image_size, inspector.backbone)
             out.append(inspector.embedder(inspector.to_tensor([v], shape)))
     # per level, a list over views of (1, C, h, w): flatten each view to (h*w, C) patches
-    return [torch.cat([o[lv].permute(0, 2, 3, 1).reshape(-1, o[lv].shape[1]) for o in out]) for lv in range(len(out[0]))]
+    return [
+        torch.cat([o[lv].permute(0, 2, 3, 1).reshape(-1, o[lv].shape[1]) for o in out])
+        for lv in range(len(out[0]))
+    ]
 
 
 def _bank(feats: list[list[torch.Tensor]], max_bank: int | None) -> MemoryBank:
@@ -100,14 +110,21 @@ def _leave_one_out(
         # one reference: hold out the image as the camera sees it and compare it with a bank of
         # its own mirrored views (the first quarter of the patches is the unmirrored view)
         mirrored = _embed_views(inspector, references[0], image_size, augment=True)
-        held = [(references[0], MemoryBank.from_patches([lv[lv.shape[0] // 4 :] for lv in mirrored], max_bank))]
+        held = [
+            (
+                references[0],
+                MemoryBank.from_patches([lv[lv.shape[0] // 4 :] for lv in mirrored], max_bank),
+            )
+        ]
     else:
         held = [
             (references[i], _bank([f for j, f in enumerate(feats) if j != i], max_bank))
             for i in range(min(len(references), MAX_HELD_OUT))
         ]
     for image, bank in held:
-        tmp = StationModel("calibration", bank.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0)
+        tmp = StationModel(
+            "calibration", bank.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0
+        )
         shape = inspection_shape(image.shape[:2], image_size, inspector.backbone)
         maps = inspector.raw_maps(inspector.to_tensor([image], shape), tmp)
         scores.append(float(image_scores(maps)[0]))

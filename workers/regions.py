@@ -60,10 +60,10 @@ def find_regions(
         cx, cy = centroids[i]
         regions.append(
             Region(
-                x=int(round(x * sx)),
-                y=int(round(y * sy)),
-                w=max(1, int(round(bw * sx))),
-                h=max(1, int(round(bh * sy))),
+                x=round(x * sx),
+                y=round(y * sy),
+                w=max(1, round(bw * sx)),
+                h=max(1, round(bh * sy)),
                 area=round(area, 6),
                 peak=round(peak, 4),
                 position=position_word((cx + 0.5) / w, (cy + 0.5) / h),

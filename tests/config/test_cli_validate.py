@@ -14,9 +14,7 @@ from tests.config.conftest import VALID_STATION, StationWriter
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_valid_file_exits_0(
-    write_station: StationWriter, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_valid_file_exits_0(write_station: StationWriter, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(write_station())]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""

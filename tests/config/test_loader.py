@@ -22,15 +22,9 @@ BROKEN_EDITS = [
         id="fps-too-high",
     ),
     pytest.param("fps: 5", "fps: 0", "{file}:5: camera.fps = 0: must be more than 0", id="fps-0"),
-    pytest.param(
-        "fps: 5", "fps: fast", '{file}:5: camera.fps = "fast": must be a number', id="fps-text"
-    ),
-    pytest.param(
-        "fps: 5", "fps: yes", "{file}:5: camera.fps = true: must be a number", id="fps-yaml-bool"
-    ),
-    pytest.param(
-        "k: 2", "k: two", '{file}:10: references.k = "two": must be a whole number', id="k-text"
-    ),
+    pytest.param("fps: 5", "fps: fast", '{file}:5: camera.fps = "fast": must be a number', id="fps-text"),
+    pytest.param("fps: 5", "fps: yes", "{file}:5: camera.fps = true: must be a number", id="fps-yaml-bool"),
+    pytest.param("k: 2", "k: two", '{file}:10: references.k = "two": must be a whole number', id="k-text"),
     pytest.param("k: 2", "k: 2.5", "{file}:10: references.k = 2.5: must be a whole", id="k-float"),
     pytest.param(
         "fps: 5",
@@ -214,9 +208,7 @@ def test_broken_station_names_file_line_key_and_value(
         pytest.param("id: !!python/name:os.system x\n", "{file}:1: YAML syntax error", id="tag"),
     ],
 )
-def test_file_that_is_not_a_station_mapping(
-    write_station: StationWriter, text: str, expected: str
-) -> None:
+def test_file_that_is_not_a_station_mapping(write_station: StationWriter, text: str, expected: str) -> None:
     path = write_station(text)
     problems = _problems(path)
     assert len(problems) == 1, problems
@@ -225,9 +217,7 @@ def test_file_that_is_not_a_station_mapping(
 
 def test_unreadable_and_non_text_files(station_dir: Path) -> None:
     # a folder where a file is expected cannot be read (chmod tricks fail when tests run as root)
-    assert _problems(station_dir / "refs") == [
-        f"{station_dir / 'refs'}: cannot read file: Is a directory"
-    ]
+    assert _problems(station_dir / "refs") == [f"{station_dir / 'refs'}: cannot read file: Is a directory"]
     binary = station_dir / "binary.yaml"
     binary.write_bytes(b"id: \x80\x81\x82\n")
     (problem,) = _problems(binary)
@@ -286,9 +276,7 @@ def test_device_and_url_sources_are_kept(
     assert station.camera.source == expected
 
 
-def test_folders_expand_to_their_yaml_files_sorted(
-    station_dir: Path, write_station: StationWriter
-) -> None:
+def test_folders_expand_to_their_yaml_files_sorted(station_dir: Path, write_station: StationWriter) -> None:
     write_station(VALID_STATION.replace("line-1", "b-line"), name="b.yml")
     write_station(VALID_STATION.replace("line-1", "a-line"), name="a.yaml")
     (station_dir / "notes.txt").write_text("not a station")
@@ -307,9 +295,7 @@ def test_duplicate_station_ids_across_files_name_both(write_station: StationWrit
     ]
 
 
-def test_problems_of_all_files_are_raised_together(
-    station_dir: Path, write_station: StationWriter
-) -> None:
+def test_problems_of_all_files_are_raised_together(station_dir: Path, write_station: StationWriter) -> None:
     bad_fps = write_station(VALID_STATION.replace("fps: 5", "fps: 500"), name="a.yaml")
     empty = write_station("", name="b.yaml")
     lines = validate_files([bad_fps, empty, station_dir / "missing.yaml"])

@@ -69,8 +69,7 @@ def test_bad_device_from_environment_is_named_with_what_is_expected(
 ) -> None:
     monkeypatch.setenv("LINEWATCH_DEVICE", device)
     assert _error() == (
-        f'LINEWATCH_DEVICE = "{device}": must be auto, cpu, cuda or cuda:N with N the GPU index, '
-        "e.g. cuda:0"
+        f'LINEWATCH_DEVICE = "{device}": must be auto, cpu, cuda or cuda:N with N the GPU index, e.g. cuda:0'
     )
 
 

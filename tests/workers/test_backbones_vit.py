@@ -321,9 +321,7 @@ def test_hf_missing_repo_fails_with_instructions() -> None:
 
 
 def test_hf_non_vit_model_is_refused(tmp_path: Path) -> None:
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(tmp_path)
     with pytest.raises(BackboneSpecError, match="not a ViT image encoder"):
         load_backbone(f"hf:{tmp_path}")

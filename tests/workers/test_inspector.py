@@ -19,7 +19,10 @@ def inspector():
 
 def test_defects_are_flagged_and_located_normals_pass(inspector):
     normals = [("line-a", make_part(100 + i)) for i in range(6)]
-    defects = [("line-a", make_part(200, defect="hole")), ("line-a", make_part(201, defect="scratch"))]
+    defects = [
+        ("line-a", make_part(200, defect="hole")),
+        ("line-a", make_part(201, defect="scratch")),
+    ]
     results = inspector.inspect(normals + defects)
     normal_scores = [r.score for r in results[:6]]
     hole, scratch = results[6], results[7]

@@ -71,7 +71,7 @@ def test_normalize_maps_threshold_to_half(raw, expected):
 
 
 def test_calibrate_takes_highest_leave_one_out_score():
-    cal = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2)
+    cal = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.0)
     assert cal.threshold == pytest.approx(0.42)
     assert cal.normal_scores == (0.31, 0.42, 0.37)
     wider = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.5)

@@ -40,6 +40,4 @@ class Backbone(nn.Module):
                 f"{self.spec}: input must be {self.default_size}x{self.default_size}, got {h}x{w}"
             )
         if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(
-                f"{self.spec}: input {h}x{w} is not a multiple of {self.size_multiple} pixels"
-            )
+            raise ValueError(f"{self.spec}: input {h}x{w} is not a multiple of {self.size_multiple} pixels")

@@ -29,9 +29,7 @@ TAPS = 4
 def tap_blocks(depth: int, count: int = TAPS) -> tuple[int, ...]:
     """1-based numbers of ``count`` evenly spaced blocks ending at the last: 24 -> 6, 12, 18, 24."""
     if depth < count:
-        raise BackboneSpecError(
-            f"a model with {depth} blocks cannot give {count} evenly spaced taps"
-        )
+        raise BackboneSpecError(f"a model with {depth} blocks cannot give {count} evenly spaced taps")
     return tuple(depth * k // count for k in range(1, count + 1))
 
 
@@ -96,9 +94,7 @@ def load_normalisation(source: str, is_dir: bool) -> tuple[tuple[float, ...], tu
     except (OSError, AttributeError, TypeError) as e:
         # No preprocessor_config.json (common for models saved with save_pretrained alone): the
         # ImageNet statistics are what DINOv2 and nearly every hub ViT were trained with.
-        logger.warning(
-            "hf:%s: no usable image processor config (%s); using ImageNet mean/std", source, e
-        )
+        logger.warning("hf:%s: no usable image processor config (%s); using ImageNet mean/std", source, e)
         return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -130,9 +126,7 @@ class HfVitBackbone(Backbone):
         self.spec = spec
         self.size_multiple = patch_size_of(config, spec)
         image_size = getattr(config, "image_size", 224)
-        self.default_size = int(
-            image_size[0] if isinstance(image_size, list | tuple) else image_size
-        )
+        self.default_size = int(image_size[0] if isinstance(image_size, list | tuple) else image_size)
         # models outside this set use their fixed position embeddings as trained
         self.fixed_size = config.model_type not in INTERPOLATING_TYPES
         self.taps = tap_blocks(int(config.num_hidden_layers))
@@ -159,9 +153,7 @@ class HfVitBackbone(Backbone):
             # covers every model type without a per-model table.
             prefix = tokens.shape[1] - h * w
             if prefix < 0:
-                raise RuntimeError(
-                    f"{self.spec}: {tokens.shape[1]} tokens for a {h}x{w} patch grid"
-                )
+                raise RuntimeError(f"{self.spec}: {tokens.shape[1]} tokens for a {h}x{w} patch grid")
             patches = tokens[:, prefix:]
             feats.append(patches.transpose(1, 2).reshape(b, patches.shape[-1], h, w))
         return feats

@@ -75,9 +75,7 @@ def cached_tag_file(tag_cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def missing_weights(
-    name: str, tag: str, tag_cfg: dict[str, Any], reason: str
-) -> WeightsNotFoundError:
+def missing_weights(name: str, tag: str, tag_cfg: dict[str, Any], reason: str) -> WeightsNotFoundError:
     hub = tag_cfg.get("hf_hub", "")
     repo, filename = os.path.split(hub) if hub else ("", "")
     fetch = f"`hf download {repo} {filename or HF_WEIGHTS_NAME}` or " if hub else ""
@@ -128,9 +126,7 @@ def shared_tag_settings(name: str) -> dict[str, Any]:
     A file is most likely one of the published checkpoints; when all of them were trained with
     the same mean/std and activation (ViT-L-14-336 has only ``openai``: QuickGELU), it was too.
     """
-    cfgs = [
-        open_clip.get_pretrained_cfg(name, t) for t in open_clip.list_pretrained_tags_by_model(name)
-    ]
+    cfgs = [open_clip.get_pretrained_cfg(name, t) for t in open_clip.list_pretrained_tags_by_model(name)]
     shared: dict[str, Any] = {}
     for key in ("mean", "std", "quick_gelu"):
         values = {repr(c.get(key, False if key == "quick_gelu" else None)) for c in cfgs}
@@ -239,7 +235,5 @@ def load_open_clip(rest: str) -> Backbone:
             require_pretrained=True,
         )
     except RuntimeError as e:  # load_state_dict(strict=True): a file for another architecture
-        raise BackboneSpecError(
-            f"open_clip:{name}/{weights}: weights do not fit {name}: {e}"
-        ) from e
+        raise BackboneSpecError(f"open_clip:{name}/{weights}: weights do not fit {name}: {e}") from e
     return OpenClipBackbone(clip, name, spec=f"open_clip:{name}/{weights}")

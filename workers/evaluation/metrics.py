@@ -262,9 +262,7 @@ def compute_metrics(
     """
     image_auc = auroc(image_scores, image_labels)
     best_f1, best_threshold = f1_max(image_scores, image_labels)
-    accuracy = accuracy_at(
-        image_scores, image_labels, best_threshold if threshold is None else threshold
-    )
+    accuracy = accuracy_at(image_scores, image_labels, best_threshold if threshold is None else threshold)
     pairs = _checked_pairs(maps, masks)
     has_defect_pixels = any(mask.any() for _, mask in pairs)
     pixel_auc = math.nan

@@ -22,9 +22,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="packaged:efficientnet-lite0", help="backbone spec")
     parser.add_argument("--k", type=_int_list, default=[1, 4], help="reference counts, e.g. 1,4,16")
     parser.add_argument("--seeds", type=int, default=5, help="reference draws per k")
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="inspection size (longer side)"
-    )
+    parser.add_argument("--image-size", type=int, default=None, help="inspection size (longer side)")
     parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

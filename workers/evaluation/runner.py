@@ -23,7 +23,7 @@ from workers.evaluation.dataset import (
     load_category,
     read_mask,
 )
-from workers.evaluation.metrics import accuracy_at, aupro, auroc, f1_max
+from workers.evaluation.metrics import compute_metrics
 from workers.inspector import Inspector, inspection_shape
 from workers.references import build_station_model, read_images
 
@@ -57,24 +57,12 @@ def evaluate_draw(
         scores.append(float(m.max()))
         labels.append(sample.label)
         maps.append(m.astype(np.float32))
-        masks.append(
-            read_mask(sample.mask_path, shape) if sample.mask_path else np.zeros(shape, dtype=bool)
-        )
-    s, y = np.array(scores), np.array(labels)
-    return {
-        "image_auroc": auroc(s, y),
-        "pixel_auroc": auroc(
-            np.concatenate([m.ravel() for m in maps]), np.concatenate([m.ravel() for m in masks])
-        ),
-        "aupro": aupro(maps, masks, fpr_limit=0.3),
-        "f1_max": f1_max(s, y)[0],
-        "accuracy": accuracy_at(s, y, model.calibration.threshold),
-    }
+        masks.append(read_mask(sample.mask_path, shape) if sample.mask_path else np.zeros(shape, dtype=bool))
+    metrics = compute_metrics(scores, labels, maps, masks, threshold=model.calibration.threshold)
+    return {m: float(getattr(metrics, m)) for m in METRICS}
 
 
-def evaluate(
-    root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings
-) -> dict:
+def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings) -> dict:
     """results[k][category][metric] = list over seeds."""
     backbone = load_backbone(cfg.backbone)
     inspector = Inspector(backbone, device=cfg.device)
@@ -125,9 +113,7 @@ def markdown_table(summary: dict, seeds: int) -> str:
         for cat, vals in rows:
             cells = " | ".join(f"{vals[m]['mean']:.3f} ± {vals[m]['std']:.3f}" for m in METRICS)
             lines.append(f"| {cat} | {k} | {cells} |")
-    lines.append(
-        f"\nmean ± std over {seeds} reference draw(s); accuracy at the calibrated threshold"
-    )
+    lines.append(f"\nmean ± std over {seeds} reference draw(s); accuracy at the calibrated threshold")
     return "\n".join(lines)
 
 

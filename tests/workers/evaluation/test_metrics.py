@@ -191,9 +191,7 @@ def _case_eight_connected() -> tuple[list[np.ndarray], list[np.ndarray]]:
         (_case_eight_connected, 1.0, (1 / 3 + 1) / 2),
     ],
 )
-def test_aupro_hand_computed(
-    case, fpr_limit: float, expected: float, num_thresholds: int | None
-) -> None:
+def test_aupro_hand_computed(case, fpr_limit: float, expected: float, num_thresholds: int | None) -> None:
     maps, masks = case()
     result = aupro(maps, masks, fpr_limit=fpr_limit, num_thresholds=num_thresholds)
     assert result == pytest.approx(expected, abs=1e-9)

@@ -1,0 +1,96 @@
+"""Benchmark: Inspector frames/s against the bare backbone forward on the same batch and device.
+
+    python -m tests.benchmarks.inspector_throughput                       # CPU, packaged backbone
+    python -m tests.benchmarks.inspector_throughput --random-open-clip ViT-L-14-336 --device cuda
+
+``--random-open-clip`` builds the open_clip model with random weights (speed only; never for
+accuracy). The frames are BGR uint8 at the inspection resolution, as capture delivers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from workers.backbones import Backbone, load_backbone
+from workers.inspector import Inspector, inspection_shape
+from workers.references import build_station_model
+
+
+def random_open_clip(name: str) -> Backbone:
+    import open_clip
+
+    from workers.backbones.openclip import OpenClipBackbone
+
+    return OpenClipBackbone(open_clip.create_model(name, pretrained=None), name, f"random:{name}")
+
+
+def timed(fn, iters: int, sync) -> float:
+    fn()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / iters
+
+
+def run(args: argparse.Namespace) -> dict:
+    backbone = (
+        random_open_clip(args.random_open_clip) if args.random_open_clip else load_backbone(args.backbone)
+    )
+    insp = Inspector(backbone, device=args.device)
+    size = args.image_size or backbone.default_size
+    shape = inspection_shape((size * 3 // 4, size), size, backbone)
+    rng = np.random.default_rng(0)
+    refs = [rng.integers(0, 255, (*shape, 3), dtype=np.uint8) for _ in range(args.k)]
+    insp.add_station(build_station_model(insp, "bench", refs, size, 0.001, max_bank=args.max_bank))
+    frames = [("bench", rng.integers(0, 255, (*shape, 3), dtype=np.uint8)) for _ in range(args.batch)]
+    x = insp.to_tensor([f for _, f in frames], shape)
+
+    def sync() -> None:
+        if insp.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        bare = timed(lambda: insp.backbone(x), args.iters, sync)
+    full = timed(lambda: insp.inspect(frames), args.iters, sync)
+    return {
+        "backbone": backbone.spec,
+        "device": str(insp.device),
+        "dtype": str(insp.dtype),
+        "input": f"{shape[0]}x{shape[1]}",
+        "batch": args.batch,
+        "bank": insp.stations["bench"].bank.sizes,
+        "bare_fps": args.batch / bare,
+        "inspector_fps": args.batch / full,
+        "ratio": bare / full,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="packaged:efficientnet-lite0")
+    p.add_argument("--random-open-clip", default=None, help="open_clip model name, random weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--max-bank", type=int, default=4096)
+    r = run(p.parse_args())
+    print(json.dumps(r, indent=2))
+    print(
+        f"Inspector {r['inspector_fps']:.1f} frames/s vs bare backbone {r['bare_fps']:.1f} img/s: ratio {r['ratio']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

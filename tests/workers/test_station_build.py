@@ -1,0 +1,97 @@
+"""Building station models from references: calibration, one-reference case, persistence and invalidation."""
+
+import numpy as np
+import pytest
+
+from tests.workers.conftest import make_part
+from workers import bank_store
+from workers.backbones import load_backbone
+from workers.errors import ReferenceImagesError
+from workers.inspector import Inspector
+from workers.references import build_station_model, list_reference_files, read_images
+
+
+@pytest.fixture(scope="module")
+def inspector():
+    return Inspector(load_backbone("packaged:efficientnet-lite0"), device="cpu")
+
+
+def test_one_reference_still_calibrates_and_finds_a_hole(inspector):
+    model = build_station_model(inspector, "solo", [make_part(1)], image_size=128, min_area=0.002)
+    assert model.calibration.threshold > model.calibration.normal_level
+    assert len(model.calibration.normal_scores) == 1
+    inspector.add_station(model)
+    normal, hole = inspector.inspect([("solo", make_part(50)), ("solo", make_part(51, defect="hole"))])
+    assert hole.score > normal.score and hole.flagged
+
+
+def test_leave_one_out_scores_each_reference_and_threshold_is_their_max(inspector):
+    refs = [make_part(s) for s in range(3)]
+    model = build_station_model(inspector, "trio", refs, image_size=128, min_area=0.0, max_bank=None)
+    scores = model.calibration.normal_scores
+    assert len(scores) == 3
+    assert model.calibration.threshold >= max(scores)
+    # a bank of all references makes each reference itself perfectly normal
+    inspector.add_station(model)
+    for res in inspector.inspect([("trio", r) for r in refs]):
+        assert res.raw_score < min(scores)
+
+
+def test_coreset_caps_bank_size(inspector):
+    refs = [make_part(s) for s in range(2)]
+    model = build_station_model(inspector, "small", refs, image_size=128, min_area=0.0, max_bank=50)
+    assert all(n == 50 for n in model.bank.sizes)
+
+
+def test_bank_persists_and_rebuilds_when_references_change(inspector, tmp_path):
+    ref_dir = tmp_path / "refs"
+    ref_dir.mkdir()
+    import cv2
+
+    for s in range(2):
+        cv2.imwrite(str(ref_dir / f"{s}.png"), make_part(s))
+    settings = {"backbone": "packaged:efficientnet-lite0", "image_size": 128}
+    builds = []
+
+    def build():
+        builds.append(1)
+        files = list_reference_files(ref_dir)
+        return build_station_model(inspector, "line-a", read_images(files), 128, 0.001)
+
+    first = bank_store.load_or_build(tmp_path, "line-a", settings, list_reference_files(ref_dir), build)
+    again = bank_store.load_or_build(tmp_path, "line-a", settings, list_reference_files(ref_dir), build)
+    assert len(builds) == 1
+    assert again.calibration == first.calibration and again.min_area == 0.001
+    for a, b in zip(first.bank.levels, again.bank.levels, strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+    cv2.imwrite(str(ref_dir / "2.png"), make_part(2))  # a new reference invalidates the bank
+    bank_store.load_or_build(tmp_path, "line-a", settings, list_reference_files(ref_dir), build)
+    assert len(builds) == 2
+    assert len(list((tmp_path / "banks" / "line-a").glob("*.safetensors"))) == 1
+    bank_store.load_or_build(
+        tmp_path, "line-a", {**settings, "image_size": 160}, list_reference_files(ref_dir), build
+    )
+    assert len(builds) == 3
+
+
+def test_corrupt_bank_file_is_rebuilt(inspector, tmp_path):
+    settings = {"k": 1}
+    files = []
+    model = build_station_model(inspector, "x", [make_part(0)], 128, 0.0)
+    path = bank_store.bank_path(tmp_path, "x", bank_store.bank_key("x", settings, files))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a safetensors file")
+    out = bank_store.load_or_build(tmp_path, "x", settings, files, lambda: model)
+    assert out is model
+    assert bank_store.load(path).calibration == model.calibration
+
+
+def test_reference_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(ReferenceImagesError, match="does not exist"):
+        list_reference_files(tmp_path / "missing")
+    with pytest.raises(ReferenceImagesError, match="holds no images"):
+        list_reference_files(tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ReferenceImagesError, match="cannot be read"):
+        read_images([bad])
