@@ -81,7 +81,7 @@ class Inspector:
     def raw_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
         """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device."""
         feats = self.embedder(images)
-        maps = fuse_levels(model.bank.distance_maps(feats), tuple(images.shape[-2:]))
+        maps = fuse_levels(model.bank.distance_maps(feats), (images.shape[-2], images.shape[-1]))
         return gaussian_blur(maps.float(), self.sigma)
 
     def inspect(self, items: Sequence[tuple[str, np.ndarray]]) -> list[InspectionResult]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 
 def fuse_levels(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """AnomalyGPT's ``M = Upsample(mean_i M_i)``: each (B, 1, h_i, w_i) map upsampled to ``size``, averaged."""
+    """AnomalyGPT's ``M = Upsample(mean_i M_i)``: (B, 1, h_i, w_i) maps upsampled to ``size``, averaged."""
     if not maps:
         raise ValueError("no level maps to fuse")
     total = torch.zeros((maps[0].shape[0], 1, *size), dtype=maps[0].dtype, device=maps[0].device)

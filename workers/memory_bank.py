@@ -15,7 +15,7 @@ SEARCH_BLOCK_ELEMENTS = 1 << 24
 def greedy_coreset(
     features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0
 ) -> torch.Tensor:
-    """Indices of a greedy k-center coreset (PatchCore): each pick is the point farthest from the picks so far.
+    """Indices of a greedy k-center coreset (PatchCore): each pick is the point farthest from the others.
 
     Distances are computed on a random projection (Johnson–Lindenstrauss) to keep selection cheap;
     the bank keeps the full features of the chosen points.

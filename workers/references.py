@@ -45,6 +45,12 @@ def read_images(paths: Sequence[Path]) -> list[np.ndarray]:
     return images
 
 
+#: reference views at these scales cover parts seen a little nearer or farther than the references
+DEFAULT_SCALES = (0.75, 1.0, 1.33)
+
+Patches = list[torch.Tensor]  # per level, (N, C) L2-normalised patch descriptors
+
+
 def views(image: np.ndarray, augment: bool) -> list[np.ndarray]:
     """The image and, with ``augment``, its mirror images (horizontal, vertical, both)."""
     if not augment:
@@ -59,14 +65,17 @@ def build_station_model(
     image_size: int,
     min_area: float,
     augment: bool = True,
+    scales: Sequence[float] = DEFAULT_SCALES,
     max_bank: int | None = 4096,
 ) -> StationModel:
     """Bank of all reference views, threshold from scoring each reference against the others."""
     if not references:
         raise ReferenceImagesError(f"station {station_id}: no reference images")
-    feats = [_embed_views(inspector, ref, image_size, augment) for ref in references]
-    bank = _bank(feats, max_bank)
-    calibration = _leave_one_out(inspector, references, feats, image_size, max_bank)
+    if 1.0 not in scales:
+        raise ValueError(f"reference scales must include 1.0, got {tuple(scales)}")
+    per_ref = [_embed_views(inspector, ref, image_size, augment, scales) for ref in references]
+    bank = _bank([v for ref in per_ref for v in ref], max_bank)
+    calibration = _leave_one_out(inspector, references, per_ref, image_size, max_bank)
     logger.info(
         "station %s: bank %s patches from %d references, threshold %.4f",
         station_id,
@@ -78,47 +87,41 @@ def build_station_model(
 
 
 def _embed_views(
-    inspector: Inspector, image: np.ndarray, image_size: int, augment: bool
-) -> list[torch.Tensor]:
-    vs = views(image, augment)
+    inspector: Inspector, image: np.ndarray, image_size: int, augment: bool, scales: Sequence[float]
+) -> list[Patches]:
+    """Patches of every view (mirror x scale); the first view is the image as the camera saw it."""
+    out = []
     with torch.inference_mode():
-        out = []
-        for v in vs:  # mirrored views of a non-square image have their own shape, so one at a time
-            shape = inspection_shape(v.shape[:2], image_size, inspector.backbone)
-            out.append(inspector.embedder(inspector.to_tensor([v], shape)))
-    # per level, a list over views of (1, C, h, w): flatten each view to (h*w, C) patches
-    return [
-        torch.cat([o[lv].permute(0, 2, 3, 1).reshape(-1, o[lv].shape[1]) for o in out])
-        for lv in range(len(out[0]))
-    ]
+        for scale in sorted(scales, key=lambda s: s != 1.0):
+            size = max(inspector.backbone.size_multiple, round(image_size * scale))
+            for v in views(image, augment):  # views differ in shape, so one at a time
+                shape = inspection_shape(v.shape[:2], size, inspector.backbone)
+                feats = inspector.embedder(inspector.to_tensor([v], shape))
+                out.append([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in feats])
+    return out
 
 
-def _bank(feats: list[list[torch.Tensor]], max_bank: int | None) -> MemoryBank:
-    levels = [torch.cat([f[lv] for f in feats]) for lv in range(len(feats[0]))]
+def _bank(view_patches: list[Patches], max_bank: int | None) -> MemoryBank:
+    levels = [torch.cat([v[lv] for v in view_patches]) for lv in range(len(view_patches[0]))]
     return MemoryBank.from_patches(levels, max_bank)
 
 
 def _leave_one_out(
     inspector: Inspector,
     references: Sequence[np.ndarray],
-    feats: list[list[torch.Tensor]],
+    per_ref: list[list[Patches]],
     image_size: int,
     max_bank: int | None,
 ) -> Calibration:
     scores, medians = [], []
     if len(references) == 1:
         # one reference: hold out the image as the camera sees it and compare it with a bank of
-        # its own mirrored views (the first quarter of the patches is the unmirrored view)
-        mirrored = _embed_views(inspector, references[0], image_size, augment=True)
-        held = [
-            (
-                references[0],
-                MemoryBank.from_patches([lv[lv.shape[0] // 4 :] for lv in mirrored], max_bank),
-            )
-        ]
+        # its own other views (mirrored and rescaled; mirrored at least, even without augment)
+        others = per_ref[0][1:] or _embed_views(inspector, references[0], image_size, True, (1.0,))[1:]
+        held = [(references[0], _bank(others, max_bank))]
     else:
         held = [
-            (references[i], _bank([f for j, f in enumerate(feats) if j != i], max_bank))
+            (references[i], _bank([v for j, ref in enumerate(per_ref) if j != i for v in ref], max_bank))
             for i in range(min(len(references), MAX_HELD_OUT))
         ]
     for image, bank in held:

@@ -88,7 +88,8 @@ def main() -> None:
     r = run(p.parse_args())
     print(json.dumps(r, indent=2))
     print(
-        f"Inspector {r['inspector_fps']:.1f} frames/s vs bare backbone {r['bare_fps']:.1f} img/s: ratio {r['ratio']:.2f}"
+        f"Inspector {r['inspector_fps']:.1f} frames/s vs bare backbone {r['bare_fps']:.1f} img/s: "
+        f"ratio {r['ratio']:.2f}"
     )
 
 

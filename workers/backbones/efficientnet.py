@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,8 +66,9 @@ class EfficientNetLite0(Backbone):
         if weights is not None:
             source = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(convert_state_dict(source, model.state_dict()))
-        self.stem = torch.nn.Sequential(model.conv_stem, model.bn1)
-        self.blocks = model.blocks[: max(stages) + 1]
+        parts: Any = model  # timm's attributes are typed loosely as Tensor | Module
+        self.stem = torch.nn.Sequential(parts.conv_stem, parts.bn1)
+        self.blocks = parts.blocks[: max(stages) + 1]
         self.stages = tuple(sorted(stages))
         self.levels = tuple(f"stage{s}/stride{STAGE_STRIDES[s]}" for s in self.stages)
         self.spec = "packaged:efficientnet-lite0"

@@ -1,4 +1,4 @@
-"""``linewatch demo``: the offline demo — a generated inspection dataset, the packaged backbone, a scored run."""
+"""``linewatch demo``: the offline demo — generated parts, the packaged backbone, a scored run."""
 
 from __future__ import annotations
 

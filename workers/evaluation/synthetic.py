@@ -41,7 +41,7 @@ def make_part(
 def write_dataset(root: Path, train: int = 16, test_good: int = 12, test_defect: int = 6) -> Path:
     """Write ``root/{train/good, test/<type>, ground_truth/<type>}``; returns ``root``."""
     seed = 0
-    jobs = [("train/good", None, train), ("test/good", None, test_good)]
+    jobs: list[tuple[str, str | None, int]] = [("train/good", None, train), ("test/good", None, test_good)]
     jobs += [(f"test/{d}", d, test_defect) for d in DEFECTS]
     for folder, defect, count in jobs:
         (root / folder).mkdir(parents=True, exist_ok=True)
