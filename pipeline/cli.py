@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from config.errors import ConfigError
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
@@ -32,10 +34,85 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo_command(args)
 
 
+def _with_stations(role: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+    """Resolve settings and stations once; configuration errors print as file:line messages."""
+
+    def run(args: argparse.Namespace) -> int:
+        from pipeline.roles import resolve
+
+        try:
+            settings, stations = resolve(args.config, args.data_dir)
+        except ConfigError as e:
+            print(f"linewatch {args.command}: configuration error\n{e}", file=sys.stderr)
+            return 2
+        return role(args, settings, stations)
+
+    return run
+
+
+def _run(args, settings, stations) -> int:
+    from pipeline.launcher import launch
+
+    return launch(settings, stations, args.config, args.host, args.port)
+
+
+def _capture(args, settings, stations) -> int:
+    from pipeline.roles import capture_main
+
+    return capture_main(settings, stations)
+
+
+def _worker(args, settings, stations) -> int:
+    from pipeline.roles import worker_main
+
+    return worker_main(settings, stations, args.device)
+
+
+def _recorder(args, settings, stations) -> int:
+    from pipeline.roles import recorder_main
+
+    return recorder_main(settings, stations)
+
+
+def _dashboard(args, settings, stations) -> int:
+    from dashboards.app import dashboard_main
+    from pipeline.roles import redis_url
+
+    return dashboard_main(settings, [s.id for s in stations], redis_url(settings), args.host, args.port)
+
+
+def _status(args, settings, stations) -> int:
+    from pipeline.roles import redis_url
+    from pipeline.status import status_main
+
+    return status_main(settings, stations, redis_url(settings), args.json)
+
+
+def _role_parser(
+    sub: argparse._SubParsersAction, name: str, help: str, func: Callable
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--config", action="append", type=Path, help="station YAML file or folder (repeatable)")
+    p.add_argument("--data-dir", type=Path, default=None, help="data dir (default LINEWATCH_DATA_DIR)")
+    p.set_defaults(func=_with_stations(func))
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linewatch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = _role_parser(sub, "run", "everything on one machine (the demo station without --config)", _run)
+    for p in (run, _role_parser(sub, "dashboard", "the web dashboard", _dashboard)):
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8080)
+    _role_parser(sub, "capture", "cameras into Redis frame streams", _capture)
+    worker = _role_parser(sub, "worker", "inspect frames from Redis on one device", _worker)
+    worker.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default LINEWATCH_DEVICE)")
+    _role_parser(sub, "recorder", "results from Redis into the SQL store", _recorder)
+    status = _role_parser(sub, "status", "state of stations, streams and processes", _status)
+    status.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="station configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -49,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(ev)
     ev.set_defaults(func=_cmd_eval)
 
-    demo = sub.add_parser("demo", help="run the bundled offline demo")
+    demo = sub.add_parser("demo", help="offline accuracy demo on generated parts (no pipeline)")
     demo.add_argument("--data-dir", type=Path, default=None, help="where demo data is written")
     demo.set_defaults(func=_cmd_demo)
     return parser

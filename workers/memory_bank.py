@@ -18,23 +18,30 @@ def greedy_coreset(
     """Indices of a greedy k-center coreset (PatchCore): each pick is the point farthest from the others.
 
     Distances are computed on a random projection (Johnson–Lindenstrauss) to keep selection cheap;
-    the bank keeps the full features of the chosen points.
+    the bank keeps the full features of the chosen points. Each step is one matrix-vector product
+    (squared distances through the norms), so thousands of picks from 100k patches take seconds.
     """
     n = features.shape[0]
     if size >= n:
         return torch.arange(n, device=features.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    # beyond 8 candidates per pick, a random pre-selection costs little coverage and bounds the time
+    candidates = torch.randperm(n, generator=gen)[: 8 * size].to(features.device) if n > 8 * size else None
+    if candidates is not None:
+        return candidates[greedy_coreset(features[candidates], size, projection_dim, seed)]
     x = features.float()
     if x.shape[1] > projection_dim:
-        proj = torch.randn(x.shape[1], projection_dim, generator=gen).to(x.device) / math.sqrt(projection_dim)
-        x = x @ proj
+        proj = torch.randn(x.shape[1], projection_dim, generator=gen).to(x.device)
+        x = x @ (proj / math.sqrt(projection_dim))
+    sq = (x * x).sum(dim=1)
     picks = torch.empty(size, dtype=torch.long, device=x.device)
-    picks[0] = int(torch.randint(n, (1,), generator=gen))
-    min_dist = torch.cdist(x, x[picks[0] : picks[0] + 1]).squeeze(1)
-    for i in range(1, size):
-        picks[i] = torch.argmax(min_dist)
-        dist = torch.cdist(x, x[picks[i] : picks[i] + 1]).squeeze(1)
-        min_dist = torch.minimum(min_dist, dist)
+    pick = int(torch.randint(n, (1,), generator=gen))
+    min_dist = torch.full((n,), float("inf"), device=x.device)
+    for i in range(size):
+        picks[i] = pick
+        dist = sq + sq[pick] - 2.0 * (x @ x[pick])
+        torch.minimum(min_dist, dist, out=min_dist)
+        pick = int(torch.argmax(min_dist))
     return picks
 
 

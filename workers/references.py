@@ -14,7 +14,7 @@ from workers.calibration import Calibration, calibrate
 from workers.errors import ReferenceImagesError
 from workers.inspector import Inspector, inspection_shape
 from workers.localization import image_scores
-from workers.memory_bank import MemoryBank
+from workers.memory_bank import MemoryBank, greedy_coreset
 from workers.station_model import StationModel
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,16 @@ def build_station_model(
     if 1.0 not in scales:
         raise ValueError(f"reference scales must include 1.0, got {tuple(scales)}")
     per_ref = [_embed_views(inspector, ref, image_size, augment, scales) for ref in references]
-    bank = _bank([v for ref in per_ref for v in ref], max_bank)
-    calibration = _leave_one_out(inspector, references, per_ref, image_size, max_bank)
+    if len(references) > 1:  # leave-one-out over references
+        owners = [i for i, ref in enumerate(per_ref) for _ in ref]
+        held_out = list(range(min(len(references), MAX_HELD_OUT)))
+    else:  # one reference: hold out the view the camera sees and compare it with its other views
+        if len(per_ref[0]) == 1:
+            per_ref = [per_ref[0] + _embed_views(inspector, references[0], image_size, True, (1.0,))[1:]]
+        owners = list(range(len(per_ref[0])))
+        held_out = [0]
+    bank, bank_owners = _bank([v for ref in per_ref for v in ref], owners, max_bank)
+    calibration = _calibrate(inspector, references, bank, bank_owners, held_out, image_size)
     logger.info(
         "station %s: bank %s patches from %d references, threshold %.4f",
         station_id,
@@ -101,29 +109,43 @@ def _embed_views(
     return out
 
 
-def _bank(view_patches: list[Patches], max_bank: int | None) -> MemoryBank:
-    levels = [torch.cat([v[lv] for v in view_patches]) for lv in range(len(view_patches[0]))]
-    return MemoryBank.from_patches(levels, max_bank)
+def _bank(
+    view_patches: list[Patches], owners: list[int], max_bank: int | None
+) -> tuple[MemoryBank, list[torch.Tensor]]:
+    """The (coreset-reduced) bank and, per level, which owner each kept patch came from."""
+    levels, level_owners = [], []
+    for lv in range(len(view_patches[0])):
+        patches = torch.cat([v[lv] for v in view_patches])
+        own = torch.cat([torch.full((v[lv].shape[0],), o) for v, o in zip(view_patches, owners, strict=True)])
+        if max_bank is not None and patches.shape[0] > max_bank:
+            keep = greedy_coreset(patches, max_bank)
+            patches, own = patches[keep], own[keep]
+        levels.append(patches)
+        level_owners.append(own)
+    return MemoryBank.from_patches(levels), level_owners
 
 
-def _leave_one_out(
+def _calibrate(
     inspector: Inspector,
     references: Sequence[np.ndarray],
-    per_ref: list[list[Patches]],
+    bank: MemoryBank,
+    owners: list[torch.Tensor],
+    held_out: list[int],
     image_size: int,
-    max_bank: int | None,
 ) -> Calibration:
+    """Score held-out references against the bank without their own patches.
+
+    The held-out banks are the final (coreset-reduced) bank minus the held-out patches, so the
+    scores see the same compression that frames will see, at the cost of one coreset build.
+    """
     scores, medians = [], []
-    if len(references) == 1:
-        # one reference: hold out the image as the camera sees it and compare it with a bank of
-        # its own other views (mirrored and rescaled; mirrored at least, even without augment)
-        others = per_ref[0][1:] or _embed_views(inspector, references[0], image_size, True, (1.0,))[1:]
-        held = [(references[0], _bank(others, max_bank))]
-    else:
-        held = [
-            (references[i], _bank([v for j, ref in enumerate(per_ref) if j != i for v in ref], max_bank))
-            for i in range(min(len(references), MAX_HELD_OUT))
-        ]
+    held = [
+        (
+            references[i] if len(references) > 1 else references[0],
+            MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)]),
+        )
+        for i in held_out
+    ]
     for image, bank in held:
         tmp = StationModel(
             "calibration", bank.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0

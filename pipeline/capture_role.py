@@ -1,0 +1,136 @@
+"""``linewatch capture``: every station's camera into its Redis frame stream, with state for the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from config.station import StationConfig
+from pipeline import keys, streams
+from pipeline.capture import CapturedFrame, StationCapture
+from pipeline.sources import make_source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureRoleOptions:
+    live_maxlen: int = 500  # live frames: the stream keeps about this many; older ones drop
+    recorded_backlog: int = 200  # recorded sources pause while this many frames wait for workers
+    original_ttl_s: int = 900  # full-size JPEG kept this long for evidence of a flagged frame
+    state_ttl_s: int = 30  # a station whose capture died shows as offline after this
+
+
+async def start_seq(r: streams.Redis, station_id: str) -> int:
+    """Continue numbering after a restart: last published seq + 1, else a clock-based start.
+
+    The clock fallback (ms since 1970) keeps frame ids unique even when Redis lost the counter,
+    so a restarted deployment never reuses ``station:seq`` keys already in the store.
+    """
+    last = await r.get(keys.last_seq(station_id))
+    if last is not None:
+        return int(last) + 1
+    return int(time.time() * 1000)
+
+
+class StationPublisher:
+    """Feeds one station's captured frames and state into Redis."""
+
+    def __init__(self, r: streams.Redis, station: StationConfig, options: CaptureRoleOptions) -> None:
+        self.r = r
+        self.station = station
+        self.options = options
+        self.frames = keys.frames(station.id)
+
+    async def publish_state(self, state: dict[str, Any]) -> None:
+        mapping: Any = {k: json.dumps(v) for k, v in state.items()}
+        key = keys.station_state(self.station.id)
+
+        async def write() -> None:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=mapping)
+                pipe.expire(key, self.options.state_ttl_s)
+                await pipe.execute()
+
+        await streams.reconnecting(write, what=key)
+
+    async def publish_frame(self, frame: CapturedFrame, live: bool) -> None:
+        msg = frame.message
+
+        async def write() -> None:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.set(
+                    keys.original_frame(msg.station_id, msg.seq),
+                    frame.original_jpeg,
+                    ex=self.options.original_ttl_s,
+                )
+                fields: Any = msg.to_fields()
+                pipe.xadd(
+                    self.frames,
+                    fields,
+                    maxlen=self.options.live_maxlen if live else None,
+                    approximate=True,
+                )
+                pipe.set(keys.last_seq(msg.station_id), msg.seq)
+                await pipe.execute()
+
+        await streams.reconnecting(write, what=self.frames)
+
+    async def wait_for_workers(self) -> None:
+        """Recorded sources never drop: hold back while the workers have a backlog."""
+        while True:
+            try:
+                backlog = await streams.reconnecting(
+                    lambda: streams.lag(self.r, self.frames, keys.INSPECT_GROUP), what=self.frames
+                )
+            except LookupError:  # no group yet: workers have not started
+                backlog = await self.r.xlen(self.frames)
+            if backlog < self.options.recorded_backlog:
+                return
+            await asyncio.sleep(0.2)
+
+    async def run(self) -> None:
+        source = make_source(self.station.camera.source, self.station.camera.loop)
+        await streams.reconnecting(
+            lambda: streams.ensure_group(self.r, self.frames, keys.INSPECT_GROUP), what=self.frames
+        )
+        seq = await streams.reconnecting(lambda: start_seq(self.r, self.station.id), what="seq")
+        capture = StationCapture(
+            self.station.id,
+            source,
+            fps=self.station.camera.fps,
+            image_size=self.station.model.image_size,
+            start_seq=seq,
+            on_state=self.publish_state,
+        )
+        logger.info("station %s: capturing %s from seq %d", self.station.id, source.describe(), seq)
+        async with capture:
+            count = 0
+            async for frame in capture.frames():
+                if not source.live and count % 10 == 0:
+                    await self.wait_for_workers()
+                await self.publish_frame(frame, source.live)
+                count += 1
+        logger.info("station %s: source finished after %d frames", self.station.id, count)
+
+
+async def run_capture(redis_url: str, stations: list[StationConfig], stop: asyncio.Event) -> None:
+    r = streams.connect(redis_url, name="capture")
+    await streams.reconnecting(
+        lambda: r.sadd(keys.stations_set(), *[s.id for s in stations]), what="stations"
+    )
+    tasks = [asyncio.create_task(StationPublisher(r, s, CaptureRoleOptions()).run()) for s in stations]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        if t.done() and t.exception():
+            logger.error("capture task failed: %s", t.exception())
+    await stop.wait()  # finished recorded sources leave the role idle, not exited (no restart loop)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await r.aclose()

@@ -1,0 +1,61 @@
+"""Every Redis key and stream name linewatch uses, in one place."""
+
+PREFIX = "lw"
+INSPECT_GROUP = "inspect"
+RECORD_GROUP = "record"
+EXPLAIN_GROUP = "explain"
+
+
+def frames(station_id: str) -> str:
+    """Stream of captured frames (inspection-resolution JPEG + metadata)."""
+    return f"{PREFIX}:frames:{station_id}"
+
+
+def results(station_id: str) -> str:
+    """Stream of inspection results, one per frame."""
+    return f"{PREFIX}:results:{station_id}"
+
+
+def flagged(station_id: str) -> str:
+    """Stream of flagged results, consumed by the explainer."""
+    return f"{PREFIX}:flagged:{station_id}"
+
+
+def verdicts(station_id: str) -> str:
+    """Stream of explainer verdicts."""
+    return f"{PREFIX}:verdicts:{station_id}"
+
+
+def dead_letter(stream: str) -> str:
+    """Messages that failed too often on ``stream``; kept for inspection, counted, never dropped silently."""
+    return f"{PREFIX}:dead:{stream}"
+
+
+def original_frame(station_id: str, seq: int) -> str:
+    """Full-resolution JPEG of a frame, kept a short while (TTL) as evidence should it be flagged."""
+    return f"{PREFIX}:orig:{station_id}:{seq}"
+
+
+def station_state(station_id: str) -> str:
+    """Hash with the capture state of a station (online/reconnecting/offline, fps, dropped, …)."""
+    return f"{PREFIX}:state:{station_id}"
+
+
+def heartbeat(role: str, name: str) -> str:
+    """Key with a TTL that a live process refreshes; its absence means the process is gone."""
+    return f"{PREFIX}:alive:{role}:{name}"
+
+
+def stations_set() -> str:
+    """Set of station ids known to the running deployment."""
+    return f"{PREFIX}:stations"
+
+
+def counters() -> str:
+    """Hash of transport counters: dead-lettered and trimmed-away messages, per stream."""
+    return f"{PREFIX}:counters"
+
+
+def last_seq(station_id: str) -> str:
+    """The last frame seq published for a station, so a restarted capture continues the numbering."""
+    return f"{PREFIX}:seq:{station_id}"

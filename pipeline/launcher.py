@@ -1,0 +1,78 @@
+"""``linewatch run``: everything on one machine — embedded Redis, capture, workers, recorder, dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from config.service import ServiceSettings
+from config.station import StationConfig
+from pipeline.supervisor import Child, Supervisor, linewatch_argv
+
+logger = logging.getLogger(__name__)
+
+
+def worker_devices(device: str) -> list[str]:
+    """One worker per GPU, else one CPU worker (auto); an explicit device gets exactly one worker."""
+    if device != "auto":
+        return [device]
+    try:
+        import torch  # only to count GPUs; the workers load the models
+
+        count = torch.cuda.device_count()
+    except ImportError:
+        count = 0
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+def children(config_args: list[str], settings: ServiceSettings, host: str, port: int) -> list[Child]:
+    common = [*config_args, "--data-dir", str(settings.data_dir)]
+    kids = [Child("capture", linewatch_argv("capture", *common))]
+    kids += [
+        Child(f"worker-{d}", linewatch_argv("worker", *common, "--device", d))
+        for d in worker_devices(settings.device)
+    ]
+    kids.append(Child("recorder", linewatch_argv("recorder", *common)))
+    kids.append(Child("dashboard", linewatch_argv("dashboard", *common, "--host", host, "--port", str(port))))
+    return kids
+
+
+def launch(
+    settings: ServiceSettings, stations: list[StationConfig], config: list[Path] | None, host: str, port: int
+) -> int:
+    from pipeline.store.schema import upgrade
+
+    embedded = None
+    env = {"LINEWATCH_DATA_DIR": str(settings.data_dir)}
+    if settings.redis_url is None:
+        from pipeline.redis_server import start_embedded
+
+        embedded = start_embedded(settings.data_dir)
+        env["LINEWATCH_REDIS_URL"] = embedded.url
+    try:
+        upgrade(settings.effective_database_url)  # once here, so the roles start on a current schema
+        config_args = [a for p in (config or []) for a in ("--config", str(p))]
+        if not config:
+            config_args = ["--config", str(settings.data_dir / "demo" / "station.yaml")]
+        print_banner(settings, stations, env.get("LINEWATCH_REDIS_URL", settings.redis_url or ""), host, port)
+        asyncio.run(Supervisor(children(config_args, settings, host, port), env).run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def print_banner(
+    settings: ServiceSettings, stations: list[StationConfig], redis: str, host: str, port: int
+) -> None:
+    lines = [
+        "linewatch is running — Ctrl-C stops it",
+        f"  dashboard: http://{host}:{port}/",
+        f"  database:  {settings.effective_database_url}",
+        f"  redis:     {redis}",
+        f"  data dir:  {settings.data_dir}",
+        "  stations:  " + ", ".join(f"{s.id} ({s.product.name})" for s in stations),
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,112 @@
+"""Messages that cross a process boundary (Redis Stream entries), versioned and defined once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class MessageError(ValueError):
+    """A stream entry that is truncated, of an unknown version or otherwise not a valid message."""
+
+
+def frame_id(station_id: str, seq: int) -> str:
+    """The key of a frame everywhere: ``{station}:{seq}``."""
+    return f"{station_id}:{seq}"
+
+
+def _get(fields: dict[bytes, bytes], name: str) -> bytes:
+    try:
+        return fields[name.encode()]
+    except KeyError as e:
+        raise MessageError(f"message has no field {name!r}") from e
+
+
+def _check_version(fields: dict[bytes, bytes], kind: str) -> None:
+    got = _get(fields, "v").decode(errors="replace")
+    if got != str(SCHEMA_VERSION):
+        raise MessageError(f"{kind} message of version {got!r}; this build reads version {SCHEMA_VERSION}")
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    """A captured frame: inspection-resolution JPEG plus what is needed to find the original."""
+
+    station_id: str
+    seq: int
+    captured_at: float  # unix seconds at capture
+    jpeg: bytes  # resized to the station's inspection resolution
+    width: int  # original frame size (the full-resolution JPEG lives under keys.original_frame)
+    height: int
+
+    @property
+    def id(self) -> str:
+        return frame_id(self.station_id, self.seq)
+
+    def to_fields(self) -> dict[str, bytes | str | int | float]:
+        return {
+            "v": SCHEMA_VERSION,
+            "station": self.station_id,
+            "seq": self.seq,
+            "t": repr(self.captured_at),
+            "w": self.width,
+            "h": self.height,
+            "jpeg": self.jpeg,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> FrameMessage:
+        _check_version(fields, "frame")
+        try:
+            return cls(
+                station_id=_get(fields, "station").decode(),
+                seq=int(_get(fields, "seq")),
+                captured_at=float(_get(fields, "t")),
+                jpeg=_get(fields, "jpeg"),
+                width=int(_get(fields, "w")),
+                height=int(_get(fields, "h")),
+            )
+        except (ValueError, UnicodeDecodeError) as e:
+            if isinstance(e, MessageError):
+                raise
+            raise MessageError(f"malformed frame message: {e}") from e
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    """What a worker found in one frame; also the payload of the flagged stream."""
+
+    station_id: str
+    seq: int
+    captured_at: float
+    inspected_at: float
+    score: float  # normalised, 0.5 = calibrated threshold
+    flagged: bool
+    latency_ms: float  # capture to result
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    heatmap_png: bytes = b""  # small uint8 heat map, PNG-encoded
+    worker: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return frame_id(self.station_id, self.seq)
+
+    def to_fields(self) -> dict[str, bytes | str | int | float]:
+        meta = asdict(self)
+        heatmap = meta.pop("heatmap_png")
+        return {"v": SCHEMA_VERSION, "meta": json.dumps(meta), "heatmap": heatmap}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> ResultMessage:
+        _check_version(fields, "result")
+        try:
+            meta = json.loads(_get(fields, "meta"))
+            return cls(**meta, heatmap_png=fields.get(b"heatmap", b""))
+        except (ValueError, TypeError) as e:
+            if isinstance(e, MessageError):
+                raise
+            raise MessageError(f"malformed result message: {e}") from e

@@ -1,0 +1,141 @@
+"""``linewatch recorder``: results from Redis into the SQL store, evidence files for flagged frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from pipeline import keys, streams
+from pipeline.evidence import EvidenceError, write_evidence
+from pipeline.messages import MessageError, ResultMessage
+from pipeline.store.errors import StoreUnavailable
+from pipeline.store.store import BadResult, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecorderOptions:
+    batch_size: int = 500  # results per transaction: bulk inserts are what keep up with many cameras
+    block_ms: int = 200
+    claim_idle_ms: int = 15_000
+    max_deliveries: int = 10
+    retry_max_s: float = 10.0  # database outage: wait at most this long between attempts
+    heartbeat_ttl_s: float = 10.0
+
+
+class Recorder:
+    """Stores every result exactly once (idempotent on station+seq) and acks only after the commit."""
+
+    def __init__(
+        self,
+        redis: streams.Redis,
+        store: Store,
+        station_ids: list[str],
+        data_dir: Path,
+        name: str = "recorder",
+        options: RecorderOptions | None = None,
+    ) -> None:
+        self.r = redis
+        self.store = store
+        self.data_dir = data_dir
+        self.name = name
+        self.options = options or RecorderOptions()
+        self.result_streams = [keys.results(s) for s in station_ids]
+        self.recorded = 0
+        self.evidence_failures = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for stream in self.result_streams:
+            await streams.reconnecting(
+                partial(streams.ensure_group, self.r, stream, keys.RECORD_GROUP), what=stream
+            )
+        while not stop.is_set():
+            await streams.reconnecting(
+                lambda: streams.heartbeat(self.r, "recorder", self.name, self.options.heartbeat_ttl_s),
+                what="heartbeat",
+            )
+            entries = await streams.reconnecting(self._next_batch, what="results")
+            if entries:
+                await self.record(entries, stop)
+
+    async def _next_batch(self) -> list[streams.Entry]:
+        o = self.options
+        entries: list[streams.Entry] = []
+        for stream in self.result_streams:
+            claimed = await streams.claim_stale(
+                self.r, stream, keys.RECORD_GROUP, self.name, o.claim_idle_ms, o.batch_size
+            )
+            entries += (
+                await streams.dead_letter_if_exhausted(
+                    self.r, stream, keys.RECORD_GROUP, claimed, o.max_deliveries
+                )
+            )[0]
+        entries += await streams.read_batch(
+            self.r, keys.RECORD_GROUP, self.name, self.result_streams, o.batch_size, o.block_ms
+        )
+        return entries
+
+    async def record(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
+        results, good = [], []
+        for entry in entries:
+            try:
+                results.append(ResultMessage.from_fields(entry.fields))
+                good.append(entry)
+            except MessageError as e:
+                await streams.reconnecting(
+                    partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, str(e)),
+                    what=entry.stream,
+                )
+        evidence = await self._evidence([r for r in results if r.flagged])
+        if not await self._commit(results, evidence, stop):
+            return  # stopping during an outage: the batch stays pending in Redis for next time
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, good), what="ack")
+        self.recorded += len(results)
+
+    async def _commit(
+        self, results: list[ResultMessage], evidence: dict[str, tuple[str, str]], stop: asyncio.Event
+    ) -> bool:
+        """Retry until the database takes the batch: results wait in the stream meanwhile, nothing is lost."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.store.record, results, evidence)
+                return True
+            except StoreUnavailable as e:
+                logger.warning(
+                    "database unavailable (%s); %d results wait, retrying in %.1fs", e, len(results), delay
+                )
+            except BadResult as e:  # one bad row must not block the rest: store the others
+                logger.error("dropping unstorable result: %s", e)
+                results = [r for r in results if r.id != e.frame_id]
+                continue
+            if stop.is_set():
+                return False
+            await asyncio.sleep(delay)
+            delay = min(self.options.retry_max_s, delay * 2)
+
+    async def _evidence(self, flagged: list[ResultMessage]) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        for res in flagged:
+            jpeg = await streams.reconnecting(
+                partial(self.r.get, keys.original_frame(res.station_id, res.seq)), what="evidence"
+            )
+            if not isinstance(jpeg, bytes):
+                logger.error(
+                    "%s: original frame expired before recording; defect stored without image", res.id
+                )
+                self.evidence_failures += 1
+                continue
+            try:
+                out[res.id] = await asyncio.to_thread(
+                    write_evidence, self.data_dir, res.station_id, res.seq, jpeg, res.heatmap_png, res.regions
+                )
+            except EvidenceError as e:
+                # disk full or read-only: the inspection row matters more than the picture
+                logger.error("evidence not written: %s", e)
+                self.evidence_failures += 1
+        return out

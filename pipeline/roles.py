@@ -1,0 +1,96 @@
+"""Entry points of the long-running roles: settings and stations resolved once, then an asyncio main."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from config.loader import load_stations
+from config.service import ServiceSettings, load_settings
+from config.station import StationConfig
+from pipeline.demo_assets import ensure_demo
+
+logger = logging.getLogger(__name__)
+
+
+def resolve(config: list[Path] | None, data_dir: Path | None) -> tuple[ServiceSettings, list[StationConfig]]:
+    """Settings from the environment (``--data-dir`` wins) and the stations (the demo when none given)."""
+    settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
+    paths = config or [ensure_demo(settings.data_dir)]
+    return settings, load_stations(paths)
+
+
+def redis_url(settings: ServiceSettings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    from pipeline.redis_server import embedded_url
+
+    return embedded_url(settings.data_dir)  # started by `linewatch run`
+
+
+def serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``main(stop)`` until it returns; SIGINT/SIGTERM set ``stop`` so work drains gracefully."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+    return 0
+
+
+def process_name(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def capture_main(settings: ServiceSettings, stations: list[StationConfig]) -> int:
+    from pipeline.capture_role import run_capture
+
+    return serve(lambda stop: run_capture(redis_url(settings), stations, stop))
+
+
+def recorder_main(settings: ServiceSettings, stations: list[StationConfig]) -> int:
+    from pipeline import streams
+    from pipeline.recorder import Recorder
+    from pipeline.store.schema import upgrade
+    from pipeline.store.store import Store
+
+    url = settings.effective_database_url
+    upgrade(url)
+    store = Store.open(url)
+    for s in stations:
+        store.upsert_station(s.id, s.name or s.id, s.product.name, s.model_dump_json())
+
+    async def main(stop: asyncio.Event) -> None:
+        r = streams.connect(redis_url(settings), name="recorder")
+        rec = Recorder(r, store, [s.id for s in stations], settings.data_dir, process_name("recorder"))
+        await rec.run(stop)
+        await r.aclose()
+
+    try:
+        return serve(main)
+    finally:
+        store.close()
+
+
+def worker_main(settings: ServiceSettings, stations: list[StationConfig], device: str | None) -> int:
+    from pipeline import streams
+    from workers.inspect_worker import InspectWorker
+    from workers.station_loader import load_inspectors
+
+    inspectors = load_inspectors(stations, settings.data_dir, device or settings.device)
+
+    async def main(stop: asyncio.Event) -> None:
+        r = streams.connect(redis_url(settings), name="worker")
+        await InspectWorker(r, inspectors, process_name("worker")).run(stop)
+        await r.aclose()
+
+    return serve(main)

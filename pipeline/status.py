@@ -1,0 +1,80 @@
+"""``linewatch status``: station state, stream lags, live processes and stored counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from config.service import ServiceSettings
+from config.station import StationConfig
+from pipeline import keys, streams
+
+
+async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
+    r = streams.connect(redis_url, name="status")
+    try:
+        out: dict = {
+            "stations": {},
+            "workers": await streams.alive(r, "worker"),
+            "recorders": await streams.alive(r, "recorder"),
+            "counters": await streams.counters(r),
+        }
+        for s in stations:
+            raw: Any = await r.hgetall(keys.station_state(s.id))
+            state = {k.decode(): json.loads(v) for k, v in raw.items()} or {"state": "offline"}
+            lags: dict[str, int | None] = {}
+            for name, stream, group in (
+                ("inspect_lag", keys.frames(s.id), keys.INSPECT_GROUP),
+                ("record_lag", keys.results(s.id), keys.RECORD_GROUP),
+            ):
+                try:
+                    lags[name] = await streams.lag(r, stream, group)
+                except LookupError:
+                    lags[name] = None
+            out["stations"][s.id] = {**state, **lags, "frames_in_stream": await r.xlen(keys.frames(s.id))}
+        return out
+    finally:
+        await r.aclose()
+
+
+def render(report: dict, summaries: dict) -> str:
+    lines = [
+        f"workers alive: {', '.join(report['workers']) or 'none'}",
+        f"recorders alive: {', '.join(report['recorders']) or 'none'}",
+    ]
+    for sid, st in report["stations"].items():
+        db = summaries.get(sid)
+        lines.append(
+            f"{sid}: camera {st.get('state')} fps {float(st.get('fps') or 0):.1f} "
+            f"frames {st.get('frames', 0)} dropped {st.get('dropped', 0)} "
+            f"reconnects {st.get('reconnects', 0)} | "
+            f"inspect lag {st['inspect_lag']} record lag {st['record_lag']} | "
+            + (
+                f"stored {db.inspections} flagged {db.flagged} to review {db.unreviewed}"
+                if db
+                else "stored 0"
+            )
+        )
+    dead = {k: v for k, v in report["counters"].items() if v}
+    if dead:
+        lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(dead.items())))
+    return "\n".join(lines)
+
+
+def status_main(
+    settings: ServiceSettings, stations: list[StationConfig], redis_url: str, as_json: bool
+) -> int:
+    from pipeline.store.store import Store
+
+    report = asyncio.run(asyncio.wait_for(collect(redis_url, stations), timeout=10))
+    with Store.open(settings.effective_database_url) as store:
+        summaries = {s.station_id: s for s in store.station_summary()}
+    if as_json:
+        report["stored"] = {
+            k: {"inspections": v.inspections, "flagged": v.flagged} for k, v in summaries.items()
+        }
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render(report, summaries))
+    return 0

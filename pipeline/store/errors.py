@@ -1,0 +1,13 @@
+"""Errors raised by the SQL store, split by what the caller should do about them."""
+
+
+class StoreError(Exception):
+    """Base class of store errors: a problem that retrying will not fix (bad URL, old schema, …)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is busy right now (connection refused or lost, SQLite locked).
+
+    Nothing was written: the transaction was rolled back. The recorder keeps the stream messages
+    un-acknowledged and retries later; no result is lost.
+    """

@@ -1,0 +1,369 @@
+"""The Store: idempotent batched writes of results and verdicts, retention, and small queries.
+
+Every method runs in its own transaction and is synchronous (the recorder calls it in a thread).
+When the database cannot be reached, or SQLite stays locked past the busy timeout, a method raises
+``StoreUnavailable`` after rolling back: nothing of the call was written, so the caller keeps the
+stream messages un-acknowledged and retries later. Writes are idempotent on the frame id
+(station, seq), so retrying a batch that did commit (e.g. the connection broke during COMMIT)
+creates no duplicates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Table, case, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pipeline.messages import ResultMessage
+from pipeline.store.engine import make_engine, translated_errors, writer
+from pipeline.store.errors import StoreError
+from pipeline.store.models import VERDICT_STATUSES, Defect, Inspection, Review, Station, utcnow
+
+#: rows per INSERT statement; well below SQLite's 32766 bound parameters for the widest row
+_CHUNK = 500
+
+
+class BadResult(StoreError, ValueError):
+    """A result that no database would take (e.g. a NaN score); retrying cannot help."""
+
+    def __init__(self, frame_id: str, problem: str) -> None:
+        super().__init__(f"result {frame_id}: {problem}")
+        self.frame_id = frame_id
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What one ``record`` call did: new inspection rows, already-known frames, new defects."""
+
+    inserted: int
+    duplicates: int
+    defects: int
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """Rows removed by retention and the evidence files (relative to the data dir) to delete."""
+
+    inspections: int
+    defects: int
+    reviews: int
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StationSummary:
+    """Counts per station for ``linewatch status`` and the dashboard's station list."""
+
+    station_id: str
+    name: str
+    product: str
+    inspections: int
+    flagged: int
+    unreviewed: int
+    last_captured_at: datetime | None
+
+
+class Store:
+    """The SQL store on one engine (SQLite or PostgreSQL); the schema must be migrated first."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """A store on a new engine for ``url``; ``close()`` disposes of it."""
+        return cls(make_engine(url))
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, action: str, *, write: bool) -> Iterator[Session]:
+        bind = self._writer if write else self._engine
+        with translated_errors(action), Session(bind, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def upsert_station(self, station_id: str, name: str, product: str, config_yaml: str) -> None:
+        """Create the station or update its name, product and configuration."""
+        now = utcnow()
+        with self._transaction(f"saving station {station_id}", write=True) as session:
+            stmt = _insert(session, Station.__table__).values(
+                id=station_id,
+                name=name,
+                product=product,
+                config_yaml=config_yaml,
+                created_at=now,
+                updated_at=now,
+            )
+            new = stmt.excluded
+            changed = (
+                (Station.name != new.name)
+                | (Station.product != new.product)
+                | (Station.config_yaml != new.config_yaml)
+            )
+            # updated_at moves only when something changed, so it tells when the config last changed
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={
+                        "name": new.name,
+                        "product": new.product,
+                        "config_yaml": new.config_yaml,
+                        "updated_at": new.updated_at,
+                    },
+                    where=changed,
+                )
+            )
+
+    def record(
+        self, results: Sequence[ResultMessage], evidence: dict[str, tuple[str, str]] | None = None
+    ) -> RecordOutcome:
+        """Store a batch of results in one transaction; a frame already stored is skipped.
+
+        ``evidence`` maps a frame id ``station:seq`` to (evidence_path, heatmap_path), relative to
+        the data dir; a flagged frame without an entry gets a defect without files. Unknown
+        stations are created with their id as name, so a result never fails on a missing station.
+        Raises BadResult (before writing anything) for a result with non-finite numbers.
+        """
+        evidence = evidence or {}
+        first: dict[str, ResultMessage] = {}
+        for r in results:
+            first.setdefault(r.id, r)  # a frame twice in one batch: the first copy wins
+        unique = list(first.values())
+        rows = [_inspection_row(r) for r in unique]
+        inserted = defects = 0
+        if rows:
+            with self._transaction(f"recording {len(rows)} results", write=True) as session:
+                _ensure_stations(session, {r.station_id for r in unique})
+                for chunk in _chunks(rows):
+                    stmt = _insert(session, Inspection.__table__).values(chunk)
+                    stmt = stmt.on_conflict_do_nothing(index_elements=["station_id", "seq"])
+                    inserted += len(session.execute(stmt.returning(Inspection.id)).all())
+                defects = _insert_defects(session, [r for r in unique if r.flagged], evidence)
+        return RecordOutcome(inserted=inserted, duplicates=len(results) - inserted, defects=defects)
+
+    def set_verdict(
+        self,
+        station_id: str,
+        seq: int,
+        *,
+        status: str,
+        anomaly: bool | None = None,
+        location: str | None = None,
+        defect_type: str | None = None,
+        description: str | None = None,
+        confidence: float | None = None,
+        raw: str | None = None,
+    ) -> bool:
+        """Store the explainer's verdict on a defect; False when the defect is not recorded yet.
+
+        A verdict can overtake its result (two streams, two consumers): on False the caller
+        leaves the verdict un-acked and retries. Setting the same verdict twice is harmless.
+        """
+        if status not in VERDICT_STATUSES:
+            raise ValueError(f"verdict status {status!r} is not one of {', '.join(VERDICT_STATUSES)}")
+        values: dict[str, Any] = {
+            "verdict_status": status,
+            "verdict_anomaly": anomaly,
+            "verdict_location": location,
+            "verdict_defect_type": defect_type,
+            "verdict_description": description,
+            "verdict_confidence": confidence,
+            "verdict_raw": raw,
+        }
+        with self._transaction(f"saving the verdict on {station_id}:{seq}", write=True) as session:
+            stmt = update(Defect).where(Defect.station_id == station_id, Defect.seq == seq).values(values)
+            matched = session.execute(stmt.returning(Defect.id)).all()
+        return bool(matched)
+
+    def purge_older_than(self, days: float, *, now: datetime | None = None) -> PurgeOutcome:
+        """Delete inspections captured more than ``days`` ago, with their defects and reviews.
+
+        Returns the evidence and heatmap paths of the deleted defects: the caller deletes the
+        files after this returns, so a failed purge never leaves rows pointing at missing files.
+        """
+        if not days > 0:
+            raise ValueError(f"retention must be a positive number of days, got {days}")
+        cutoff = (now or utcnow()) - timedelta(days=days)
+        old = select(Inspection.id).where(Inspection.captured_at < cutoff)
+        old_defects = select(Defect.id).where(Defect.inspection_id.in_(old))
+        with self._transaction(f"purging inspections before {cutoff:%Y-%m-%d %H:%M}", write=True) as session:
+            paths = session.execute(
+                select(Defect.evidence_path, Defect.heatmap_path).where(Defect.id.in_(old_defects))
+            ).all()
+            # explicit deletes rather than ON DELETE CASCADE: the counts are reported, and a SQLite
+            # engine opened without the foreign_keys pragma would leave orphans otherwise
+            reviews = _deleted(session, delete(Review).where(Review.defect_id.in_(old_defects)))
+            defects = _deleted(session, delete(Defect).where(Defect.inspection_id.in_(old)))
+            inspections = _deleted(session, delete(Inspection).where(Inspection.captured_at < cutoff))
+        files = [p for pair in paths for p in pair if p]
+        return PurgeOutcome(inspections=inspections, defects=defects, reviews=reviews, files=files)
+
+    def count_inspections(self, station_id: str | None = None) -> int:
+        """Inspected frames stored, for one station or all."""
+        stmt = select(func.count()).select_from(Inspection)
+        if station_id is not None:
+            stmt = stmt.where(Inspection.station_id == station_id)
+        with self._transaction("counting inspections", write=False) as session:
+            return int(session.execute(stmt).scalar_one())
+
+    def flagged_seqs(self, station_id: str) -> list[int]:
+        """Sequence numbers of the flagged frames of a station, ascending."""
+        stmt = select(Inspection.seq).where(Inspection.station_id == station_id, Inspection.flagged)
+        with self._transaction("listing flagged frames", write=False) as session:
+            return list(session.execute(stmt.order_by(Inspection.seq)).scalars())
+
+    def station_summary(self) -> list[StationSummary]:
+        """Per station: frames inspected, flagged, defects awaiting review, last capture time."""
+        per_station = (
+            select(
+                Inspection.station_id.label("sid"),
+                func.count().label("n"),
+                func.sum(case((Inspection.flagged, 1), else_=0)).label("flagged"),
+                func.max(Inspection.captured_at).label("last"),
+            )
+            .group_by(Inspection.station_id)
+            .subquery()
+        )
+        unreviewed = (
+            select(Defect.station_id.label("sid"), func.count().label("n"))
+            .where(Defect.review_state == "unreviewed")
+            .group_by(Defect.station_id)
+            .subquery()
+        )
+        stmt = (
+            select(
+                Station.id,
+                Station.name,
+                Station.product,
+                func.coalesce(per_station.c.n, 0),
+                func.coalesce(per_station.c.flagged, 0),
+                func.coalesce(unreviewed.c.n, 0),
+                per_station.c["last"],
+            )
+            .outerjoin(per_station, per_station.c.sid == Station.id)
+            .outerjoin(unreviewed, unreviewed.c.sid == Station.id)
+            .order_by(Station.id)
+        )
+        with self._transaction("summarising stations", write=False) as session:
+            rows = session.execute(stmt).all()
+        return [
+            StationSummary(sid, name, product, int(n), int(flagged), int(todo), last)
+            for sid, name, product, n, flagged, todo, last in rows
+        ]
+
+
+def _insert(session: Session, table: Table | Any) -> Any:
+    """INSERT with ON CONFLICT support for the session's dialect (SQLite and PostgreSQL only)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise StoreError(f"unsupported database {name!r}: linewatch stores into SQLite or PostgreSQL")
+
+
+def _deleted(session: Session, stmt: Any) -> int:
+    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
+def _timestamp(frame: str, what: str, seconds: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError) as e:
+        raise BadResult(frame, f"{what} {seconds!r} is not a valid unix time") from e
+
+
+def _inspection_row(result: ResultMessage) -> dict[str, Any]:
+    for name in ("score", "latency_ms"):
+        if not math.isfinite(getattr(result, name)):
+            raise BadResult(result.id, f"{name} is {getattr(result, name)!r}, not a finite number")
+    return {
+        "station_id": result.station_id,
+        "seq": result.seq,
+        "captured_at": _timestamp(result.id, "captured_at", result.captured_at),
+        "inspected_at": _timestamp(result.id, "inspected_at", result.inspected_at),
+        "score": result.score,
+        "flagged": result.flagged,
+        "latency_ms": result.latency_ms,
+        "worker": result.worker,
+    }
+
+
+def _ensure_stations(session: Session, station_ids: set[str]) -> None:
+    # results can arrive before `linewatch run` has saved the station (separate processes);
+    # a placeholder keeps the foreign key satisfied until upsert_station fills it in
+    now = utcnow()
+    rows = [
+        {"id": s, "name": s, "product": "", "config_yaml": "", "created_at": now, "updated_at": now}
+        for s in sorted(station_ids)
+    ]
+    session.execute(_insert(session, Station.__table__).values(rows).on_conflict_do_nothing())
+
+
+def _position_words(regions: list[dict[str, Any]]) -> str:
+    words = [str(r["position"]) for r in regions if isinstance(r, dict) and r.get("position")]
+    return "; ".join(dict.fromkeys(words))  # distinct, in the order of the regions (highest first)
+
+
+def _insert_defects(
+    session: Session, flagged: list[ResultMessage], evidence: dict[str, tuple[str, str]]
+) -> int:
+    """Defects for flagged frames that have none yet (new ones, or a retry of a half-done batch)."""
+    by_station: dict[str, dict[int, ResultMessage]] = {}
+    for r in flagged:
+        by_station.setdefault(r.station_id, {})[r.seq] = r
+    rows = []
+    for station_id, results in by_station.items():
+        stmt = (
+            select(Inspection.id, Inspection.seq)
+            .outerjoin(Defect, Defect.inspection_id == Inspection.id)
+            .where(Inspection.station_id == station_id, Inspection.seq.in_(list(results)))
+            .where(Defect.id.is_(None))
+        )
+        for inspection_id, seq in session.execute(stmt).all():
+            result = results[seq]
+            evidence_path, heatmap_path = evidence.get(result.id, (None, None))
+            rows.append(
+                {
+                    "inspection_id": inspection_id,
+                    "station_id": station_id,
+                    "seq": seq,
+                    "evidence_path": evidence_path,
+                    "heatmap_path": heatmap_path,
+                    "regions": result.regions,
+                    "position_words": _position_words(result.regions),
+                    "score": result.score,
+                    "verdict_status": "pending",
+                    "review_state": "unreviewed",
+                }
+            )
+    created = 0
+    for chunk in _chunks(rows):
+        # DO NOTHING still matters: a second recorder may insert the same defect concurrently
+        stmt = _insert(session, Defect.__table__).values(chunk).on_conflict_do_nothing()
+        created += len(session.execute(stmt.returning(Defect.id)).all())
+    return created

@@ -1,0 +1,381 @@
+"""Camera capture: sources, ordering, drops, pacing, resizing, reconnects and start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.capture import CapturedFrame, CaptureOptions, StationCapture, fit_longer_side
+from pipeline.errors import SourceError
+from pipeline.sources import FrameSource, ImageSequenceSource, StreamSource, make_source
+
+STEP = 20  # gray level between consecutive test frames: survives JPEG compression
+FAST = CaptureOptions(report_interval_s=0.1, retry_initial_s=0.05, retry_max_s=0.2)
+
+
+def gray_frame(index: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
+    return np.full((*size, 3), index * STEP, np.uint8)
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a JPEG"
+    return image
+
+
+def marker(jpeg: bytes) -> int:
+    """The index a gray test frame was made with."""
+    return round(float(decode(jpeg).mean()) / STEP)
+
+
+def write_video(path: Path, count: int, size: tuple[int, int] = (48, 64)) -> Path:
+    # MJPG in AVI needs no codec beyond OpenCV's own FFmpeg build
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (size[1], size[0]))
+    assert writer.isOpened()
+    for index in range(count):
+        writer.write(gray_frame(index, size))
+    writer.release()
+    return path
+
+
+def write_images(folder: Path, count: int, suffix: str = ".png") -> Path:
+    folder.mkdir(exist_ok=True)
+    for index in range(count):
+        assert cv2.imwrite(str(folder / f"frame_{index:03d}{suffix}"), gray_frame(index))
+    return folder
+
+
+class States:
+    """An on_state callback that keeps every report and can wait for one."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+
+    async def __call__(self, state: dict[str, Any]) -> None:
+        self.reports.append(state)
+
+    @property
+    def names(self) -> list[str]:
+        names: list[str] = []
+        for report in self.reports:
+            if not names or names[-1] != report["state"]:
+                names.append(report["state"])
+        return names
+
+    async def wait_for(self, check: Callable[[dict[str, Any]], bool], timeout: float = 3.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for report in self.reports:
+                if check(report):
+                    return report
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no such state within {timeout} s; got {self.names}")
+
+
+class FakeCamera(FrameSource):
+    """A live source that makes frames fast; the test can unplug it or make one read hang."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        super().__init__()
+        self.interval = interval
+        self.unplugged = False
+        self.hang_once = 0.0  # seconds the next read blocks
+        self.hanging = False
+        self.open_times: list[float] = []
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def open(self) -> None:
+        self.open_times.append(time.monotonic())
+        if self.unplugged:
+            raise SourceError("fake camera unplugged")
+
+    def read(self) -> np.ndarray | None:
+        if self.hang_once:
+            self.hanging, seconds, self.hang_once = True, self.hang_once, 0.0
+            time.sleep(seconds)
+            self.hanging = False
+        time.sleep(self.interval)
+        return None if self.unplugged else gray_frame(1)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "fake camera"
+
+
+async def collect(
+    capture: StationCapture, delay: float = 0.0, limit: int | None = None
+) -> list[CapturedFrame]:
+    frames: list[CapturedFrame] = []
+    async for frame in capture.frames():
+        frames.append(frame)
+        if limit is not None and len(frames) >= limit:
+            break
+        await asyncio.sleep(delay)
+    return frames
+
+
+async def collect_for(capture: StationCapture, seconds: float) -> list[CapturedFrame]:
+    frames: list[CapturedFrame] = []
+
+    async def drain() -> None:
+        async for frame in capture.frames():
+            frames.append(frame)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(drain(), seconds)
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["folder", "glob", "video"])
+async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
+    tmp_path: Path, kind: str
+) -> None:
+    count = 10
+    if kind == "video":
+        source = str(write_video(tmp_path / "clip.avi", count))
+    else:
+        folder = write_images(tmp_path / "frames", count)
+        source = str(folder if kind == "folder" else folder / "frame_*.png")
+    states = States()
+    options = CaptureOptions(queue_size=2, report_interval_s=0.1)
+    capture = StationCapture(
+        "line-1", make_source(source), fps=120, image_size=32, start_seq=100, on_state=states, options=options
+    )
+    async with capture:
+        frames = await collect(capture, delay=0.03)  # far slower than the source
+    assert [marker(frame.message.jpeg) for frame in frames] == list(range(count))
+    assert [frame.message.seq for frame in frames] == list(range(100, 100 + count))
+    assert all(frame.message.id == f"line-1:{frame.message.seq}" for frame in frames)
+    final = states.reports[-1]
+    assert (final["state"], final["frames"], final["dropped"]) == ("finished", count, 0)
+    assert capture.next_seq == 100 + count
+
+
+async def test_frames_are_resized_for_inspection_and_kept_full_size_as_evidence(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", 2, size=(120, 160))
+    async with StationCapture("s", make_source(str(video)), fps=120, image_size=40) as capture:
+        frame = (await collect(capture))[0]
+    assert decode(frame.message.jpeg).shape == (30, 40, 3)
+    assert decode(frame.original_jpeg).shape == (120, 160, 3)
+    assert (frame.message.width, frame.message.height) == (160, 120)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size", "expected"),
+    [
+        (480, 640, 320, (240, 320)),  # landscape: width becomes the size
+        (640, 480, 320, (320, 240)),  # portrait: height becomes the size
+        (100, 200, 320, (100, 200)),  # smaller than the size: never upscaled
+        (320, 320, 320, (320, 320)),
+        (333, 1000, 100, (33, 100)),
+    ],
+)
+def test_fit_longer_side_keeps_aspect_and_never_upscales(
+    height: int, width: int, size: int, expected: tuple[int, int]
+) -> None:
+    resized = fit_longer_side(np.zeros((height, width, 3), np.uint8), size)
+    assert resized.shape[:2] == expected
+
+
+async def test_a_restarted_capture_continues_numbering(tmp_path: Path) -> None:
+    folder = write_images(tmp_path / "frames", 3)
+    async with StationCapture("s", make_source(str(folder)), fps=120, image_size=32) as first:
+        seqs = [frame.message.seq for frame in await collect(first)]
+    async with StationCapture(
+        "s", make_source(str(folder)), fps=120, image_size=32, start_seq=first.next_seq
+    ) as second:
+        seqs += [frame.message.seq for frame in await collect(second)]
+    assert seqs == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_live_source_drops_the_oldest_frames_when_the_consumer_is_slow() -> None:
+    camera = FakeCamera(interval=0.002)
+    options = CaptureOptions(queue_size=2)
+    ages: list[float] = []
+    async with StationCapture("s", camera, fps=120, image_size=32, options=options) as capture:
+        frames: list[CapturedFrame] = []
+        async for frame in capture.frames():
+            ages.append(time.time() - frame.message.captured_at)
+            frames.append(frame)
+            if len(frames) == 12:
+                break
+            await asyncio.sleep(0.05)
+        state = capture.state
+    seqs = [frame.message.seq for frame in frames]
+    assert seqs == sorted(seqs)
+    assert state["dropped"] > 0
+    # dropping the newest would hand out frames that waited a whole consumer delay (50 ms)
+    # and consecutive seqs; dropping the oldest hands out the freshest ones, far apart
+    assert statistics.median(ages[1:]) < 0.03
+    assert statistics.median(b - a for a, b in itertools.pairwise(seqs)) > 2
+
+
+@pytest.mark.parametrize("kind", ["recorded", "live"])
+async def test_frames_are_paced_to_the_station_fps(tmp_path: Path, kind: str) -> None:
+    source: FrameSource = FakeCamera(interval=0.002)
+    if kind == "recorded":
+        source = make_source(str(write_images(tmp_path / "frames", 5)), loop=True)
+    states = States()
+    async with StationCapture("s", source, fps=20, image_size=32, on_state=states, options=FAST) as capture:
+        frames = await collect_for(capture, 1.0)
+        fps = capture.state["fps"]
+    assert 15 <= len(frames) <= 25
+    assert 12 <= fps <= 28
+    assert len(states.reports) >= 5  # reported every 0.1 s, not only on changes
+
+
+async def test_a_camera_that_disappears_is_reconnected() -> None:
+    camera = FakeCamera()
+    states = States()
+    async with StationCapture("s", camera, fps=50, image_size=32, on_state=states, options=FAST) as capture:
+        drain = asyncio.create_task(collect(capture))
+        await states.wait_for(lambda s: s["state"] == "online")
+        camera.unplugged = True  # reads give nothing and reopening fails
+        lost = await states.wait_for(lambda s: s["state"] == "reconnecting")
+        await asyncio.sleep(0.3)
+        camera.unplugged = False
+        back = await states.wait_for(lambda s: s["state"] == "online" and s["reconnects"] == 1)
+        frames_before = back["frames"]
+        await asyncio.sleep(0.2)
+        assert capture.state["frames"] > frames_before
+    await drain
+    assert lost["last_error"]
+    assert states.names[:3] == ["online", "reconnecting", "online"]
+    assert len(camera.open_times) >= 3  # retried while unplugged
+
+
+async def test_a_camera_down_at_start_is_retried_with_capped_backoff_and_goes_offline() -> None:
+    camera = FakeCamera()
+    camera.unplugged = True
+    states = States()
+    options = CaptureOptions(
+        report_interval_s=0.1, retry_initial_s=0.05, retry_max_s=0.3, offline_after_s=0.4
+    )
+    started = time.monotonic()
+    async with StationCapture("s", camera, fps=10, image_size=32, on_state=states, options=options):
+        assert time.monotonic() - started < 0.2  # start() does not wait for a live camera
+        offline = await states.wait_for(lambda s: s["state"] == "offline", timeout=2)
+        while len(camera.open_times) < 6:
+            await asyncio.sleep(0.02)
+    assert offline["last_error"] == "fake camera unplugged"
+    assert states.names[:2] == ["reconnecting", "offline"]
+    gaps = [b - a for a, b in itertools.pairwise(camera.open_times)]
+    # 0.05, 0.1, 0.2, then capped at 0.3
+    for gap, expected in zip(gaps[:5], [0.05, 0.1, 0.2, 0.3, 0.3], strict=True):
+        assert expected - 0.01 <= gap <= expected + 0.04
+
+
+async def test_a_stalled_read_is_reported_while_it_hangs_and_then_reconnected() -> None:
+    camera = FakeCamera()
+    states = States()
+    options = CaptureOptions(report_interval_s=0.1, retry_initial_s=0.05, stall_timeout_s=0.2)
+    async with StationCapture(
+        "s", camera, fps=50, image_size=32, on_state=states, options=options
+    ) as capture:
+        drain = asyncio.create_task(collect(capture))
+        await states.wait_for(lambda s: s["state"] == "online")
+        camera.hang_once = 0.6
+        stalled = await states.wait_for(lambda s: s["state"] == "reconnecting", timeout=1)
+        assert camera.hanging  # the dashboard learns of it before the read returns
+        await states.wait_for(lambda s: s["state"] == "online" and s["reconnects"] == 1, timeout=2)
+    await drain
+    assert "stalled" in stalled["last_error"]
+
+
+async def test_a_looping_video_renamed_away_and_back_is_reconnected(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", 5)
+    away = tmp_path / "moved.avi"
+    states = States()
+    source = make_source(str(video), loop=True)
+    async with StationCapture("s", source, fps=100, image_size=32, on_state=states, options=FAST) as capture:
+        drain = asyncio.create_task(collect(capture))
+        await states.wait_for(lambda s: s["state"] == "online")
+        video.rename(away)
+        lost = await states.wait_for(lambda s: s["state"] == "reconnecting")
+        away.rename(video)
+        await states.wait_for(lambda s: s["state"] == "online" and s["reconnects"] == 1)
+    await drain
+    assert str(video) in lost["last_error"]
+
+
+async def test_a_corrupt_image_in_a_folder_is_skipped_and_counted(tmp_path: Path) -> None:
+    folder = write_images(tmp_path / "frames", 4)
+    (folder / "frame_002.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    states = States()
+    async with StationCapture(
+        "s", make_source(str(folder)), fps=120, image_size=32, on_state=states
+    ) as capture:
+        frames = await collect(capture)
+    assert [marker(frame.message.jpeg) for frame in frames] == [0, 1, 3]
+    assert states.reports[-1]["corrupt"] == 1
+    assert states.reports[-1]["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp: str(tmp / "missing.avi"), "not found"),
+        (lambda tmp: str(tmp / "*.png"), "no files match"),
+        (lambda tmp: str(tmp), "no image files"),
+        (lambda tmp: "rtsp//bad", "not a valid camera URL"),
+        (lambda tmp: "", "must not be empty"),
+    ],
+)
+def test_bad_sources_fail_with_a_message_naming_them(
+    tmp_path: Path, make: Callable[[Path], str], expected: str
+) -> None:
+    source = make(tmp_path)
+    with pytest.raises(SourceError, match=expected) as error:
+        make_source(source)
+    assert repr(source) in str(error.value)
+
+
+async def test_an_unreadable_video_fails_at_start(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"not a video")
+    states = States()
+    capture = StationCapture("s", make_source(str(bad)), fps=5, image_size=32, on_state=states)
+    with pytest.raises(SourceError, match=r"broken\.avi"):
+        await capture.start()
+    assert not [thread for thread in threading.enumerate() if thread.name == "capture-s"]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [(9, "cannot open USB camera 9"), ("rtsp://127.0.0.1:1/cam", "cannot open rtsp://127.0.0.1:1/cam")],
+)
+async def test_an_unreachable_camera_is_reported_and_retried(source: int | str, expected: str) -> None:
+    states = States()
+    capture = StationCapture("s", make_source(source), fps=5, image_size=32, on_state=states, options=FAST)
+    async with capture:  # starts although the camera is not there: it may come up later
+        lost = await states.wait_for(lambda s: s["state"] == "reconnecting")
+    assert lost["live"] is True
+    assert lost["last_error"].startswith(expected)
+
+
+def test_image_folders_play_in_natural_order(tmp_path: Path) -> None:
+    for name in ("frame10.png", "frame2.png", "frame1.png", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    names = [Path(path).name for path in ImageSequenceSource(str(tmp_path)).list_files()]
+    assert names == ["frame1.png", "frame2.png", "frame10.png"]
+
+
+def test_stream_credentials_never_reach_the_description() -> None:
+    source = make_source("rtsp://admin:s3cret@10.0.0.7:554/stream1")
+    assert isinstance(source, StreamSource) and source.live
+    assert source.describe() == "rtsp://admin:***@10.0.0.7:554/stream1"

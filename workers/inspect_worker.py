@@ -1,0 +1,197 @@
+"""``linewatch worker``: reads frame batches across stations from Redis, inspects them, writes results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline import keys, streams
+from pipeline.evidence import encode_heatmap
+from pipeline.messages import FrameMessage, MessageError, ResultMessage
+from workers.inspector import InspectionResult, Inspector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 16  # frames per inspector call, across stations
+    max_wait_ms: int = 30  # how long a partial batch waits for more frames (latency bound)
+    claim_idle_ms: int = 15_000  # pending this long on a silent consumer -> taken over
+    max_deliveries: int = 5  # then the frame goes to the dead-letter stream
+    results_maxlen: int = 100_000  # results are consumed by the recorder; bound memory anyway
+    heartbeat_ttl_s: float = 10.0
+
+
+class InspectWorker:
+    """One process per device: the model stays resident, frames flow through in batches."""
+
+    def __init__(
+        self,
+        redis: streams.Redis,
+        inspectors: dict[str, Inspector],
+        name: str,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.r = redis
+        self.inspectors = inspectors  # station id -> the Inspector holding its model
+        self.name = name
+        self.options = options or WorkerOptions()
+        self.frame_streams = [keys.frames(s) for s in inspectors]
+        self.inspected = 0
+        self.dead = 0
+        self._last_claim = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for stream in self.frame_streams:
+            await streams.reconnecting(
+                partial(streams.ensure_group, self.r, stream, keys.INSPECT_GROUP), what=stream
+            )
+        logger.info("worker %s inspecting %s", self.name, ", ".join(self.inspectors))
+        while not stop.is_set():
+            await streams.reconnecting(
+                lambda: streams.heartbeat(self.r, "worker", self.name, self.options.heartbeat_ttl_s),
+                what="heartbeat",
+            )
+            entries = await streams.reconnecting(self._next_batch, what="frames")
+            if entries:
+                await self.process(entries)
+        logger.info("worker %s stopped after %d frames", self.name, self.inspected)
+
+    async def _next_batch(self) -> list[streams.Entry]:
+        opts = self.options
+        entries = await self._claim_stale()
+        if len(entries) < opts.batch_size:
+            entries += await streams.read_batch(
+                self.r,
+                keys.INSPECT_GROUP,
+                self.name,
+                self.frame_streams,
+                opts.batch_size - len(entries),
+                1000,
+            )
+        deadline = time.monotonic() + opts.max_wait_ms / 1000
+        while entries and len(entries) < opts.batch_size and time.monotonic() < deadline:
+            more = await self._top_up(opts.batch_size - len(entries))
+            if not more:
+                await asyncio.sleep(0.003)
+            entries += more
+        return await self._drop_exhausted(entries)
+
+    async def _top_up(self, count: int) -> list[streams.Entry]:
+        # a non-blocking read: XREADGROUP without BLOCK returns at once
+        query: dict[Any, Any] = dict.fromkeys(self.frame_streams, ">")
+        reply: Any = await self.r.xreadgroup(keys.INSPECT_GROUP, self.name, query, count=count)
+        return [
+            streams.Entry(name.decode(), eid.decode(), fields)
+            for name, items in reply or []
+            for eid, fields in items
+        ]
+
+    async def _claim_stale(self) -> list[streams.Entry]:
+        now = time.monotonic()
+        if now - self._last_claim < self.options.claim_idle_ms / 4000:
+            return []
+        self._last_claim = now
+        claimed: list[streams.Entry] = []
+        for stream in self.frame_streams:
+            claimed += await streams.claim_stale(
+                self.r,
+                stream,
+                keys.INSPECT_GROUP,
+                self.name,
+                self.options.claim_idle_ms,
+                self.options.batch_size,
+            )
+        if claimed:
+            logger.warning("worker %s took over %d frames of a silent consumer", self.name, len(claimed))
+        return claimed
+
+    async def _drop_exhausted(self, entries: list[streams.Entry]) -> list[streams.Entry]:
+        keep: list[streams.Entry] = []
+        for stream in {e.stream for e in entries}:
+            mine = [e for e in entries if e.stream == stream]
+            ok, dead = await streams.dead_letter_if_exhausted(
+                self.r, stream, keys.INSPECT_GROUP, mine, self.options.max_deliveries
+            )
+            self.dead += dead
+            keep += ok
+        return keep
+
+    async def process(self, entries: list[streams.Entry]) -> None:
+        frames, valid = [], []
+        for entry in entries:
+            try:
+                msg = FrameMessage.from_fields(entry.fields)
+                image = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise MessageError("JPEG payload does not decode")
+                if msg.station_id not in self.inspectors:
+                    raise MessageError(f"station {msg.station_id!r} is not configured on this worker")
+            except MessageError as e:
+                await streams.reconnecting(
+                    partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, str(e)),
+                    what=entry.stream,
+                )
+                self.dead += 1
+                continue
+            frames.append((msg, image))
+            valid.append(entry)
+        if not frames:
+            return
+        results = await asyncio.to_thread(self._inspect, frames)
+        await streams.reconnecting(lambda: self._publish(frames, results), what="results")
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, valid), what="ack")
+        self.inspected += len(frames)
+
+    def _inspect(self, frames: list[tuple[FrameMessage, np.ndarray]]) -> list[InspectionResult]:
+        by_inspector: dict[int, list[int]] = {}
+        for i, (msg, _) in enumerate(frames):
+            by_inspector.setdefault(id(self.inspectors[msg.station_id]), []).append(i)
+        out: list[InspectionResult | None] = [None] * len(frames)
+        for idx in by_inspector.values():
+            insp = self.inspectors[frames[idx[0]][0].station_id]
+            for i, res in zip(
+                idx, insp.inspect([(frames[i][0].station_id, frames[i][1]) for i in idx]), strict=True
+            ):
+                out[i] = res
+        return [r for r in out if r is not None]
+
+    async def _publish(
+        self, frames: list[tuple[FrameMessage, np.ndarray]], results: list[InspectionResult]
+    ) -> None:
+        now = time.time()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for (msg, _), res in zip(frames, results, strict=True):
+                out = ResultMessage(
+                    station_id=msg.station_id,
+                    seq=msg.seq,
+                    captured_at=msg.captured_at,
+                    inspected_at=now,
+                    score=round(res.score, 5),
+                    flagged=res.flagged,
+                    latency_ms=round((now - msg.captured_at) * 1000, 2),
+                    regions=[r.as_dict() for r in res.regions],
+                    heatmap_png=encode_heatmap(res.heatmap),
+                    worker=self.name,
+                    timings={k: round(v, 3) for k, v in res.timings.items()},
+                )
+                fields: Any = out.to_fields()
+                pipe.xadd(
+                    keys.results(msg.station_id), fields, maxlen=self.options.results_maxlen, approximate=True
+                )
+                if res.flagged:
+                    pipe.xadd(
+                        keys.flagged(msg.station_id),
+                        fields,
+                        maxlen=self.options.results_maxlen,
+                        approximate=True,
+                    )
+            await pipe.execute()

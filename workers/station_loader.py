@@ -1,0 +1,59 @@
+"""Station models for a worker: one Inspector per backbone, each station's bank loaded or built once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from config.station import StationConfig
+from workers import bank_store
+from workers.backbones import load_backbone
+from workers.inspector import Inspector
+from workers.references import DEFAULT_SCALES, build_station_model, list_reference_files, read_images
+
+logger = logging.getLogger(__name__)
+
+
+def bank_settings(station: StationConfig) -> dict:
+    """Everything a station's bank depends on besides its reference images (part of the cache key)."""
+    return {
+        "backbone": station.model.backbone,
+        "image_size": station.model.image_size,
+        "k": station.references.k,
+        "augment": station.references.augment,
+        "scales": list(DEFAULT_SCALES),
+        "min_area": station.regions.min_area,
+    }
+
+
+def reference_files(station: StationConfig) -> list[Path]:
+    """The first k reference images of the folder, by name (deterministic across workers)."""
+    return list_reference_files(station.references.folder)[: station.references.k]
+
+
+def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) -> dict[str, Inspector]:
+    """station id -> Inspector holding its model; stations sharing a backbone share one Inspector."""
+    by_backbone: dict[str, Inspector] = {}
+    out: dict[str, Inspector] = {}
+    for station in stations:
+        spec = station.model.backbone
+        if spec not in by_backbone:
+            by_backbone[spec] = Inspector(load_backbone(spec), device=device)
+        insp = by_backbone[spec]
+        files = reference_files(station)
+
+        def build(station: StationConfig = station, insp: Inspector = insp, files: list[Path] = files):
+            return build_station_model(
+                insp,
+                station.id,
+                read_images(files),
+                station.model.image_size,
+                station.regions.min_area,
+                augment=station.references.augment,
+            )
+
+        model = bank_store.load_or_build(data_dir, station.id, bank_settings(station), files, build)
+        insp.add_station(model)
+        out[station.id] = insp
+        logger.info("station %s ready on %s (%s)", station.id, insp.device, spec)
+    return out
