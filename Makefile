@@ -1,11 +1,11 @@
-# Two entry points: `make demo` (the main job) and `make test` (the suite). Both create the
+# Two entry points: `make run` (the main job) and `make test` (the suite). Both create the
 # virtual environment on first use, so a fresh clone needs nothing else.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench
+.PHONY: run test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/linewatch demo
+run: $(STAMP)
+	$(BIN)/linewatch run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

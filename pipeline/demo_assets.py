@@ -24,13 +24,20 @@ DEFECT_KINDS = ("hole", "scratch", "chip")
 STATION_ID = "demo-line"
 
 
+def belt() -> np.ndarray:
+    """The conveyor belt behind the parts: a fixed woven texture (the camera does not move)."""
+    rng = np.random.default_rng(7)
+    h, w = FRAME_SIZE
+    weave = 6 * np.sin(np.arange(w) / 9.0)[None, :] + 4 * np.sin(np.arange(h) / 5.0)[:, None]
+    return 38 + weave + cv2.GaussianBlur(rng.normal(0, 6, (h, w)), (0, 0), 2)
+
+
 def render_part(seed: int, defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One camera frame of a plate on a dark conveyor, and the boolean mask of its defect."""
     rng = np.random.default_rng(seed)
     fh, fw = FRAME_SIZE
     ph, pw = PART_SIZE
-    frame = rng.normal(38, 4, (fh, fw))  # conveyor belt
-    frame += 6 * np.sin(np.arange(fw) / 9.0)[None, :]
+    frame = belt() + rng.normal(0, 1.5, (fh, fw))  # the same belt in every frame, sensor noise on top
     x = np.arange(pw)
     plate = 150 + 18 * np.sin(x / 3.1 + rng.uniform(0, 6.28)) + 8 * np.sin(x / 17.0)
     plate = np.tile(plate, (ph, 1)) + rng.normal(0, 5, (ph, pw)) + rng.uniform(-8, 8)
@@ -100,7 +107,10 @@ def ensure_demo(data_dir: Path, references: int = 8) -> Path:
     ref_dir = root / "references"
     ref_dir.mkdir(parents=True, exist_ok=True)
     for i in range(references):
-        cv2.imwrite(str(ref_dir / f"normal-{i:02d}.png"), render_part(seed=i)[0])
+        # JPEG, like the camera's frames: references should look exactly like what is inspected
+        cv2.imwrite(
+            str(ref_dir / f"normal-{i:02d}.jpg"), render_part(seed=i)[0], [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
     defective = write_video(root / "line.avi")
     (root / "truth.json").write_text(json.dumps({"defective_frames": defective, "frames": FRAMES}))
     station.write_text(DEMO_YAML)

@@ -169,7 +169,9 @@ class InspectWorker:
     ) -> None:
         now = time.time()
         async with self.r.pipeline(transaction=False) as pipe:
-            for (msg, _), res in zip(frames, results, strict=True):
+            for (msg, image), res in zip(frames, results, strict=True):
+                # regions were found on the inspection-size JPEG; evidence shows the original frame
+                sx, sy = msg.width / image.shape[1], msg.height / image.shape[0]
                 out = ResultMessage(
                     station_id=msg.station_id,
                     seq=msg.seq,
@@ -178,7 +180,7 @@ class InspectWorker:
                     score=round(res.score, 5),
                     flagged=res.flagged,
                     latency_ms=round((now - msg.captured_at) * 1000, 2),
-                    regions=[r.as_dict() for r in res.regions],
+                    regions=[r.scaled(sx, sy).as_dict() for r in res.regions],
                     heatmap_png=encode_heatmap(res.heatmap),
                     worker=self.name,
                     timings={k: round(v, 3) for k, v in res.timings.items()},

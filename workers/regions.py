@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -29,6 +29,16 @@ class Region:
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+    def scaled(self, sx: float, sy: float) -> Region:
+        """The same region on a frame ``sx`` times wider and ``sy`` times taller (e.g. the original)."""
+        return replace(
+            self,
+            x=round(self.x * sx),
+            y=round(self.y * sy),
+            w=max(1, round(self.w * sx)),
+            h=max(1, round(self.h * sy)),
+        )
 
 
 def position_word(cx: float, cy: float) -> str:

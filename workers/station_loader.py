@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from config.station import StationConfig
+from pipeline.capture import CaptureOptions, encode_jpeg, fit_longer_side
 from workers import bank_store
 from workers.backbones import load_backbone
 from workers.inspector import Inspector
@@ -31,6 +35,14 @@ def reference_files(station: StationConfig) -> list[Path]:
     return list_reference_files(station.references.folder)[: station.references.k]
 
 
+def as_captured(image: np.ndarray, image_size: int) -> np.ndarray:
+    """A reference as the workers will see frames: resized like capture does, through the same JPEG."""
+    frame = fit_longer_side(image, image_size)
+    return cv2.imdecode(
+        np.frombuffer(encode_jpeg(frame, CaptureOptions().jpeg_quality), np.uint8), cv2.IMREAD_COLOR
+    )
+
+
 def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) -> dict[str, Inspector]:
     """station id -> Inspector holding its model; stations sharing a backbone share one Inspector."""
     by_backbone: dict[str, Inspector] = {}
@@ -46,7 +58,7 @@ def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) 
             return build_station_model(
                 insp,
                 station.id,
-                read_images(files),
+                [as_captured(img, station.model.image_size) for img in read_images(files)],
                 station.model.image_size,
                 station.regions.min_area,
                 augment=station.references.augment,

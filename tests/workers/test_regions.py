@@ -49,3 +49,12 @@ def test_regions_sorted_by_peak_and_described_in_words():
     assert [r.position for r in regions] == ["bottom right", "top left"]
     assert describe(regions) == "bottom right (4.9% of the image); top left (4.9% of the image)"
     assert describe([]) == "no anomalous region"
+
+
+def test_scaled_region_maps_boxes_to_the_original_frame():
+    m = np.zeros((30, 40), dtype=np.float32)
+    m[10:20, 20:30] = 0.9
+    (r,) = find_regions(m, (30, 40), min_area=0.0)
+    big = r.scaled(2.0, 3.0)
+    assert (big.x, big.y, big.w, big.h) == (40, 30, 20, 30)
+    assert (big.position, big.area, big.peak) == (r.position, r.area, r.peak)

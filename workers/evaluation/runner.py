@@ -50,7 +50,9 @@ def evaluate_draw(
     inspector.add_station(model)
     model = inspector.stations["eval"]
     scores, labels, maps, masks = [], [], [], []
-    for sample in tqdm(cat.test, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5):
+    for sample in tqdm(
+        cat.test, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
+    ):
         image = read_images([sample.path])[0]
         shape = inspection_shape(image.shape[:2], cfg.image_size, inspector.backbone)
         m = inspector.raw_maps(inspector.to_tensor([image], shape), model)[0, 0].cpu().numpy()

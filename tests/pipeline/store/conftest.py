@@ -7,59 +7,18 @@ Without a reachable server the PostgreSQL cases are skipped, except under CI (CI
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from pipeline.store import Store, make_engine, upgrade
+from pipeline.store import Store, upgrade
 from tests.pipeline.store.factories import ResultFactory, make_result
-
-POSTGRES_URL = os.environ.get(
-    "LINEWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture
 def result() -> ResultFactory:
     return make_result
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The PostgreSQL server URL, after checking that it answers."""
-    engine = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as e:  # any failure to connect means "no server here"
-        message = f"PostgreSQL at {make_url(POSTGRES_URL)!r} is unreachable: {e}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set, so PostgreSQL must be there)")
-        pytest.skip(message)
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
-
-
-@pytest.fixture
-def postgres_schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose connections work in a fresh, empty schema (search_path), dropped afterwards."""
-    schema = f"lw_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
