@@ -25,9 +25,11 @@ def greedy_coreset(
     if size >= n:
         return torch.arange(n, device=features.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    # beyond 8 candidates per pick, a random pre-selection costs little coverage and bounds the time
-    candidates = torch.randperm(n, generator=gen)[: 8 * size].to(features.device) if n > 8 * size else None
-    if candidates is not None:
+    # past ~64k candidates a random pre-selection bounds the time (one pass per pick) while
+    # keeping at least 16 candidates per pick, which costs little coverage
+    limit = max(16 * size, 1 << 16)
+    if n > limit:
+        candidates = torch.randperm(n, generator=gen)[:limit].to(features.device)
         return candidates[greedy_coreset(features[candidates], size, projection_dim, seed)]
     x = features.float()
     if x.shape[1] > projection_dim:
