@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from workers.backbones.base import Backbone
-from workers.localization import fuse_levels, gaussian_blur, image_scores
+from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
 from workers.patch_features import PatchEmbedder
 from workers.regions import Region, find_regions
 from workers.station_model import StationModel
@@ -57,6 +57,7 @@ class Inspector:
         pool: int = 3,
         sigma: float = 4.0,
         heatmap_size: int = 64,
+        self_reference: float = 0.0,
     ) -> None:
         self.device = resolve_device(device)
         # fp16 on GPUs halves memory traffic; CPUs have no fast fp16 path, so fp32 there
@@ -65,6 +66,8 @@ class Inspector:
         self.backbone = backbone
         self.sigma = sigma
         self.heatmap_size = heatmap_size
+        # > 0: patches may also match their own frame outside this radius (fraction of the side)
+        self.self_reference = self_reference
         self.stations: dict[str, StationModel] = {}
 
     def add_station(self, model: StationModel) -> None:
@@ -81,7 +84,13 @@ class Inspector:
     def raw_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
         """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device."""
         feats = self.embedder(images)
-        maps = fuse_levels(model.bank.distance_maps(feats), (images.shape[-2], images.shape[-1]))
+        level_maps = model.bank.distance_maps(feats)
+        if self.self_reference > 0:
+            level_maps = [
+                torch.minimum(m, 1.0 - self_similarity(f, self.self_reference).to(m.dtype))
+                for m, f in zip(level_maps, feats, strict=True)
+            ]
+        maps = fuse_levels(level_maps, (images.shape[-2], images.shape[-1]))
         return gaussian_blur(maps.float(), self.sigma)
 
     def inspect(self, items: Sequence[tuple[str, np.ndarray]]) -> list[InspectionResult]:

@@ -44,3 +44,23 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
     """Image-level anomaly score = the map's maximum (the paper's rule), one per batch item."""
     return maps.flatten(1).amax(dim=1)
+
+
+def self_similarity(feats: torch.Tensor, radius: float) -> torch.Tensor:
+    """Per patch, the best cosine to patches of the same image outside a square window.
+
+    ``feats`` are L2-normalised (B, C, h, w); ``radius`` is the window's half-size as a fraction
+    of the longer side. A textured surface repeats itself, so a normal patch finds a twin
+    elsewhere in its own frame even when the few references lack one; a local defect does not.
+    """
+    b, _, h, w = feats.shape
+    r = max(1, round(radius * max(h, w)))
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=feats.device), torch.arange(w, device=feats.device), indexing="ij"
+    )
+    ys, xs = ys.flatten(), xs.flatten()
+    near = ((ys[:, None] - ys[None, :]).abs() <= r) & ((xs[:, None] - xs[None, :]).abs() <= r)
+    q = feats.flatten(2)  # (B, C, N)
+    sims = torch.bmm(q.transpose(1, 2), q)  # (B, N, N)
+    sims.masked_fill_(near, -2.0)
+    return sims.amax(dim=2).view(b, 1, h, w)

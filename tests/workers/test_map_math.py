@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.calibration import Calibration, calibrate
-from workers.localization import fuse_levels, gaussian_blur, image_scores
+from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
 from workers.memory_bank import MemoryBank, greedy_coreset, max_cosine
 
 
@@ -78,3 +78,13 @@ def test_calibrate_takes_highest_leave_one_out_score():
     assert wider.threshold == pytest.approx(0.42 + 0.5 * 0.22)
     with pytest.raises(ValueError, match="must exceed"):
         Calibration(threshold=0.2, normal_level=0.2, normal_scores=())
+
+
+def test_self_similarity_ignores_the_window_and_finds_twins_elsewhere():
+    # a 1x8 strip: patches 0 and 6 are twins, patch 3 is unique
+    vecs = torch.tensor([[1.0, 0], [0, 1.0], [0, 1.0], [-1.0, 0], [0, 1.0], [0, 1.0], [1.0, 0], [0, 1.0]])
+    feats = F.normalize(vecs, dim=1).T.reshape(1, 2, 1, 8)
+    sims = self_similarity(feats, radius=0.25)[0, 0, 0]  # window: 2 patches either side
+    assert sims[0] == pytest.approx(1.0)  # its twin at 6 is outside the window
+    assert sims[3] == pytest.approx(0.0)  # only orthogonal patches lie outside its window
+    assert sims[1] == pytest.approx(1.0)  # twins at 4, 5 and 7

@@ -16,6 +16,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+    if 1.0 not in values or any(not 0.2 <= v <= 4 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must lie in 0.2..4 and include 1, got {text!r}")
+    return values
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="MVTec-AD layout root")
     parser.add_argument("--category", action="append", help="category to evaluate (repeatable)")
@@ -24,5 +34,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="reference draws per k")
     parser.add_argument("--image-size", type=int, default=None, help="inspection size (longer side)")
     parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
+    parser.add_argument("--scales", type=_float_list, default=None, help="reference scales, e.g. 0.75,1,1.33")
+    parser.add_argument("--max-bank", type=int, default=4096, help="coreset size per level")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--self-reference",
+        type=float,
+        default=0.0,
+        help="also match patches of the frame itself beyond this radius (fraction of the side; 0 = off)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

@@ -25,7 +25,7 @@ from workers.evaluation.dataset import (
 )
 from workers.evaluation.metrics import compute_metrics
 from workers.inspector import Inspector, inspection_shape
-from workers.references import build_station_model, read_images
+from workers.references import DEFAULT_SCALES, build_station_model, read_images
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class EvalSettings:
     image_size: int
     augment: bool
     device: str
+    self_reference: float = 0.0
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    max_bank: int = 4096
 
 
 def evaluate_draw(
@@ -45,7 +48,14 @@ def evaluate_draw(
 ) -> dict[str, float]:
     """All metrics for one category and one draw of references."""
     model = build_station_model(
-        inspector, "eval", read_images(refs), cfg.image_size, min_area=0.0, augment=cfg.augment
+        inspector,
+        "eval",
+        read_images(refs),
+        cfg.image_size,
+        min_area=0.0,
+        augment=cfg.augment,
+        scales=cfg.scales,
+        max_bank=cfg.max_bank,
     )
     inspector.add_station(model)
     model = inspector.stations["eval"]
@@ -67,7 +77,7 @@ def evaluate_draw(
 def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings) -> dict:
     """results[k][category][metric] = list over seeds."""
     backbone = load_backbone(cfg.backbone)
-    inspector = Inspector(backbone, device=cfg.device)
+    inspector = Inspector(backbone, device=cfg.device, self_reference=cfg.self_reference)
     results: dict[int, dict[str, dict[str, list[float]]]] = {}
     for name in categories:
         cat = load_category(root, name)
@@ -127,6 +137,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
             image_size=args.image_size or _default_size(args.backbone),
             augment=not args.no_augment,
             device=args.device,
+            self_reference=args.self_reference,
+            scales=tuple(args.scales or DEFAULT_SCALES),
+            max_bank=args.max_bank,
         )
         torch.manual_seed(0)
         summary = summarize(evaluate(args.dataset, categories, args.k, args.seeds, cfg))

@@ -1,0 +1,111 @@
+"""Benchmark: frames/s through the whole pipeline (capture -> Redis -> worker -> recorder -> SQLite)
+against the Inspector alone on the same frames, plus capture-to-result and capture-to-store latency.
+
+    python -m tests.benchmarks.pipeline_throughput [--frames 300] [--redis-url URL]
+
+Uses the generated demo station (640x480 frames, inspected at 320 px) played once as fast as it can
+be read, with embedded Redis and SQLite in a temporary data dir unless --redis-url is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from config.loader import load_station
+from pipeline.capture import fit_longer_side
+from pipeline.demo_assets import DEMO_YAML, ensure_demo, write_video
+from pipeline.redis_server import start_embedded
+from tests.pipeline.test_end_to_end import run_pipeline
+
+
+def station_file(root: Path, frames: int) -> Path:
+    yaml_path = ensure_demo(root)
+    write_video(yaml_path.parent / "bench.avi", frames=frames)
+    text = DEMO_YAML.replace("id: demo-line", "id: bench").replace("line.avi", "bench.avi")
+    text = text.replace("loop: true", "loop: false").replace("fps: 5", "fps: 120")
+    path = yaml_path.parent / "bench.yaml"
+    path.write_text(text)
+    return path
+
+
+def inspector_alone(path: Path, data_dir: Path, batch: int) -> float:
+    """Frames/s of the Inspector on the same decoded frames, batched like the worker."""
+    from workers.station_loader import load_inspectors
+
+    station = load_station(path)
+    insp = load_inspectors([station], data_dir, "cpu")[station.id]
+    cap = cv2.VideoCapture(str(station.camera.source))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(fit_longer_side(f, station.model.image_size))
+    insp.inspect([(station.id, f) for f in frames[:batch]])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        insp.inspect([(station.id, f) for f in frames[i : i + batch]])
+    return len(frames) / (time.perf_counter() - t0)
+
+
+def latencies(store, station_id: str) -> dict:
+    from sqlalchemy import select
+
+    from pipeline.store.models import Inspection
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(Inspection.captured_at, Inspection.inspected_at, Inspection.latency_ms).where(
+                Inspection.station_id == station_id
+            )
+        ).all()
+    cap = np.array([r[0].timestamp() for r in rows])
+    ins = np.array([r[1].timestamp() for r in rows])
+    lat = np.array([r[2] for r in rows])
+    span = ins.max() - cap.min()
+    return {
+        "frames": len(rows),
+        "pipeline_fps": len(rows) / span,
+        "capture_to_result_ms_p50": float(np.percentile(lat, 50)),
+        "capture_to_result_ms_p99": float(np.percentile(lat, 99)),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="lw-bench-"))
+    path = station_file(root / "assets", args.frames)
+    data_dir = root / "data"
+    db = f"sqlite:///{data_dir / 'linewatch.db'}"
+    if args.redis_url:
+        store = await run_pipeline(args.redis_url, db, path, data_dir, args.frames)
+    else:
+        with start_embedded(data_dir) as server:
+            store = await run_pipeline(server.url, db, path, data_dir, args.frames)
+    out = latencies(store, "bench")
+    out["inspector_fps"] = inspector_alone(path, data_dir, 16)
+    out["ratio"] = out["pipeline_fps"] / out["inspector_fps"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--redis-url", default=None)
+    r = asyncio.run(main_async(p.parse_args()))
+    print(json.dumps(r, indent=2))
+    print(
+        f"pipeline {r['pipeline_fps']:.1f} frames/s vs Inspector alone {r['inspector_fps']:.1f}: "
+        f"ratio {r['ratio']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
