@@ -65,7 +65,7 @@ def _capture(args, settings, stations) -> int:
 def _worker(args, settings, stations) -> int:
     from pipeline.roles import worker_main
 
-    return worker_main(settings, stations, args.device)
+    return worker_main(settings, stations, args.device, args.claim_idle_ms)
 
 
 def _recorder(args, settings, stations) -> int:
@@ -86,6 +86,16 @@ def _status(args, settings, stations) -> int:
     from pipeline.status import status_main
 
     return status_main(settings, stations, redis_url(settings), args.json)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
 
 
 def _role_parser(
@@ -110,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _role_parser(sub, "capture", "cameras into Redis frame streams", _capture)
     worker = _role_parser(sub, "worker", "inspect frames from Redis on one device", _worker)
     worker.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default LINEWATCH_DEVICE)")
+    worker.add_argument(
+        "--claim-idle-ms",
+        type=_positive_int,
+        default=None,
+        help="take over frames a silent worker left pending this long (default 15000)",
+    )
     _role_parser(sub, "recorder", "results from Redis into the SQL store", _recorder)
     status = _role_parser(sub, "status", "state of stations, streams and processes", _status)
     status.add_argument("--json", action="store_true")

@@ -81,16 +81,22 @@ def recorder_main(settings: ServiceSettings, stations: list[StationConfig]) -> i
         store.close()
 
 
-def worker_main(settings: ServiceSettings, stations: list[StationConfig], device: str | None) -> int:
+def worker_main(
+    settings: ServiceSettings,
+    stations: list[StationConfig],
+    device: str | None,
+    claim_idle_ms: int | None = None,
+) -> int:
     from pipeline import streams
-    from workers.inspect_worker import InspectWorker
+    from workers.inspect_worker import InspectWorker, WorkerOptions
     from workers.station_loader import load_inspectors
 
     inspectors = load_inspectors(stations, settings.data_dir, device or settings.device)
+    options = WorkerOptions() if claim_idle_ms is None else WorkerOptions(claim_idle_ms=claim_idle_ms)
 
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="worker")
-        await InspectWorker(r, inspectors, process_name("worker")).run(stop)
+        await InspectWorker(r, inspectors, process_name("worker"), options).run(stop)
         await r.aclose()
 
     return serve(main)

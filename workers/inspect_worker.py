@@ -130,7 +130,10 @@ class InspectWorker:
         for entry in entries:
             try:
                 msg = FrameMessage.from_fields(entry.fields)
-                image = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
+                try:
+                    image = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
+                except cv2.error:  # e.g. an empty payload: OpenCV asserts instead of returning None
+                    image = None
                 if image is None:
                     raise MessageError("JPEG payload does not decode")
                 if msg.station_id not in self.inspectors:
