@@ -38,9 +38,11 @@ def reference_files(station: StationConfig) -> list[Path]:
 def as_captured(image: np.ndarray, image_size: int) -> np.ndarray:
     """A reference as the workers will see frames: resized like capture does, through the same JPEG."""
     frame = fit_longer_side(image, image_size)
-    return cv2.imdecode(
-        np.frombuffer(encode_jpeg(frame, CaptureOptions().jpeg_quality), np.uint8), cv2.IMREAD_COLOR
-    )
+    jpeg = np.frombuffer(encode_jpeg(frame, CaptureOptions().jpeg_quality), np.uint8)
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    if decoded is None:  # an image we just encoded always decodes; fail loudly if not
+        raise ValueError("reference could not be round-tripped through JPEG")
+    return decoded
 
 
 def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) -> dict[str, Inspector]:
