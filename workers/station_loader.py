@@ -13,7 +13,13 @@ from pipeline.capture import CaptureOptions, encode_jpeg, fit_longer_side
 from workers import bank_store
 from workers.backbones import load_backbone
 from workers.inspector import Inspector
-from workers.references import DEFAULT_SCALES, build_station_model, list_reference_files, read_images
+from workers.references import (
+    DEFAULT_BANK_SIZE,
+    DEFAULT_SCALES,
+    build_station_model,
+    list_reference_files,
+    read_images,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +32,7 @@ def bank_settings(station: StationConfig) -> dict:
         "k": station.references.k,
         "augment": station.references.augment,
         "scales": list(DEFAULT_SCALES),
+        "max_bank": DEFAULT_BANK_SIZE,
         "min_area": station.regions.min_area,
     }
 

@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--k", type=int, default=4)
-    p.add_argument("--max-bank", type=int, default=4096)
+    p.add_argument("--max-bank", type=int, default=1024)
     r = run(p.parse_args())
     print(json.dumps(r, indent=2))
     print(

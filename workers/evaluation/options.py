@@ -35,7 +35,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="inspection size (longer side)")
     parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
     parser.add_argument("--scales", type=_float_list, default=None, help="reference scales, e.g. 0.75,1,1.33")
-    parser.add_argument("--max-bank", type=int, default=4096, help="coreset size per level")
+    parser.add_argument("--max-bank", type=int, default=1024, help="coreset size per level")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--self-reference",

@@ -25,7 +25,7 @@ from workers.evaluation.dataset import (
 )
 from workers.evaluation.metrics import compute_metrics
 from workers.inspector import Inspector, inspection_shape
-from workers.references import DEFAULT_SCALES, build_station_model, read_images
+from workers.references import DEFAULT_BANK_SIZE, DEFAULT_SCALES, build_station_model, read_images
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class EvalSettings:
     device: str
     self_reference: float = 0.0
     scales: tuple[float, ...] = DEFAULT_SCALES
-    max_bank: int = 4096
+    max_bank: int = DEFAULT_BANK_SIZE
 
 
 def evaluate_draw(
