@@ -57,6 +57,12 @@ class ServiceSettings(BaseSettings):
         default="auto",
         description="Inference device: auto, cpu, cuda or cuda:N (N = GPU index)",
     )
+    retention_days: float | None = Field(
+        default=90.0,
+        gt=0,
+        le=3650,
+        description="Inspections, defects and evidence files older than this are deleted; unset = keep all",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )

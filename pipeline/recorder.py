@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,8 @@ class RecorderOptions:
     max_deliveries: int = 10
     retry_max_s: float = 10.0  # database outage: wait at most this long between attempts
     heartbeat_ttl_s: float = 10.0
+    retention_days: float | None = None  # None keeps everything
+    purge_every_s: float = 3600.0
 
 
 class Recorder:
@@ -47,6 +50,7 @@ class Recorder:
         self.result_streams = [keys.results(s) for s in station_ids]
         self.recorded = 0
         self.evidence_failures = 0
+        self._last_purge = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         for stream in self.result_streams:
@@ -61,6 +65,31 @@ class Recorder:
             entries = await streams.reconnecting(self._next_batch, what="results")
             if entries:
                 await self.record(entries, stop)
+            await self.purge_if_due()
+
+    async def purge_if_due(self) -> None:
+        """Apply the retention setting about once an hour: rows first, then their evidence files."""
+        days = self.options.retention_days
+        if days is None or time.monotonic() - self._last_purge < self.options.purge_every_s:
+            return
+        self._last_purge = time.monotonic()
+        try:
+            outcome = await asyncio.to_thread(self.store.purge_older_than, days)
+        except StoreUnavailable as e:
+            logger.warning("retention purge postponed: %s", e)
+            return
+        for rel in outcome.files:
+            path = (self.data_dir / rel).resolve()
+            if path.is_relative_to(self.data_dir.resolve()):
+                path.unlink(missing_ok=True)
+        if outcome.inspections:
+            logger.info(
+                "retention: deleted %d inspections, %d defects, %d files older than %g days",
+                outcome.inspections,
+                outcome.defects,
+                len(outcome.files),
+                days,
+            )
 
     async def _next_batch(self) -> list[streams.Entry]:
         o = self.options

@@ -59,7 +59,7 @@ def capture_main(settings: ServiceSettings, stations: list[StationConfig]) -> in
 
 def recorder_main(settings: ServiceSettings, stations: list[StationConfig]) -> int:
     from pipeline import streams
-    from pipeline.recorder import Recorder
+    from pipeline.recorder import Recorder, RecorderOptions
     from pipeline.store.schema import upgrade
     from pipeline.store.store import Store
 
@@ -71,7 +71,10 @@ def recorder_main(settings: ServiceSettings, stations: list[StationConfig]) -> i
 
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="recorder")
-        rec = Recorder(r, store, [s.id for s in stations], settings.data_dir, process_name("recorder"))
+        options = RecorderOptions(retention_days=settings.retention_days)
+        rec = Recorder(
+            r, store, [s.id for s in stations], settings.data_dir, process_name("recorder"), options
+        )
         await rec.run(stop)
         await r.aclose()
 
