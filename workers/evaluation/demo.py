@@ -32,5 +32,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
     out = settings.data_dir / "demo-eval.json"
     out.write_text(json.dumps(summary, indent=2))
     print(f"\nfinished in {time.perf_counter() - t0:.0f}s; results in {out}")
-    print("The live pipeline and dashboard arrive with the streaming issue (#3).")
+    print("For the live pipeline and dashboard on the demo station: linewatch run")
     return 0
