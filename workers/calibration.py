@@ -31,9 +31,13 @@ class Calibration:
     def spread(self) -> float:
         return 2.0 * (self.threshold - self.normal_level)
 
-    def normalize(self, raw: np.ndarray | float) -> np.ndarray:
-        """Map raw scores linearly so that normal_level -> 0, threshold -> 0.5; clipped to [0, 1]."""
-        return np.clip(0.5 + (np.asarray(raw, dtype=np.float64) - self.threshold) / self.spread, 0.0, 1.0)
+    def normalize(self, raw: np.ndarray | float, clip: bool = True) -> np.ndarray:
+        """Map raw scores linearly so that normal_level -> 0, threshold -> 0.5; clipped to [0, 1].
+
+        Unclipped values (``clip=False``) keep the shape of strong defects for region finding.
+        """
+        out = 0.5 + (np.asarray(raw, dtype=np.float64) - self.threshold) / self.spread
+        return np.clip(out, 0.0, 1.0) if clip else out
 
     def as_dict(self) -> dict[str, float | list[float]]:
         return {

@@ -123,7 +123,7 @@ class Inspector:
         maps = self.raw_maps(images, model)
         scores = image_scores(maps).cpu().numpy()
         norm = model.calibration.normalize(_small_maps(maps, self.heatmap_size))
-        full_norm = model.calibration.normalize(maps[:, 0].cpu().numpy())
+        full_norm = model.calibration.normalize(maps[:, 0].cpu().numpy(), clip=False)
         t2 = time.perf_counter()
         out = []
         for j, frame in enumerate(frames):

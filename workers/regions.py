@@ -60,7 +60,7 @@ def find_regions(
     mask = (norm_map >= level).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     sy, sx = frame_size[0] / h, frame_size[1] / w
-    regions = []
+    ranked: list[tuple[float, Region]] = []
     for i in range(1, count):
         if stats[i, cv2.CC_STAT_AREA] / float(h * w) < min_area:
             continue
@@ -71,18 +71,22 @@ def find_regions(
         core = component & (norm_map >= (level + peak) / 2)
         ys, xs = np.nonzero(core)
         x, y, bw, bh = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-        regions.append(
-            Region(
-                x=round(x * sx),
-                y=round(y * sy),
-                w=max(1, round(bw * sx)),
-                h=max(1, round(bh * sy)),
-                area=round(float(core.sum()) / (h * w), 6),
-                peak=round(peak, 4),
-                position=position_word((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
+        ranked.append(
+            (
+                peak,
+                Region(
+                    x=round(x * sx),
+                    y=round(y * sy),
+                    w=max(1, round(bw * sx)),
+                    h=max(1, round(bh * sy)),
+                    area=round(float(core.sum()) / (h * w), 6),
+                    peak=round(min(peak, 1.0), 4),
+                    position=position_word((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
+                ),
             )
         )
-    return sorted(regions, key=lambda r: r.peak, reverse=True)
+    # ranked on the unclipped peak: strong defects all reach 1.0 once clipped
+    return [r for _, r in sorted(ranked, key=lambda pr: pr[0], reverse=True)]
 
 
 def describe(regions: list[Region]) -> str:
