@@ -65,7 +65,7 @@ def _capture(args, settings, stations) -> int:
 def _worker(args, settings, stations) -> int:
     from pipeline.roles import worker_main
 
-    return worker_main(settings, stations, args.device, args.claim_idle_ms)
+    return worker_main(settings, stations, args.device, args.claim_idle_ms, args.batch_size, args.max_wait_ms)
 
 
 def _recorder(args, settings, stations) -> int:
@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help="take over frames a silent worker left pending this long (default 15000)",
+    )
+    worker.add_argument("--batch-size", type=_positive_int, default=16, help="frames per inspection batch")
+    worker.add_argument(
+        "--max-wait-ms", type=_positive_int, default=30, help="how long a partial batch waits for more frames"
     )
     _role_parser(sub, "recorder", "results from Redis into the SQL store", _recorder)
     status = _role_parser(sub, "status", "state of stations, streams and processes", _status)

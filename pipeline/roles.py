@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from config.loader import load_stations
@@ -89,13 +90,17 @@ def worker_main(
     stations: list[StationConfig],
     device: str | None,
     claim_idle_ms: int | None = None,
+    batch_size: int = 16,
+    max_wait_ms: int = 30,
 ) -> int:
     from pipeline import streams
     from workers.inspect_worker import InspectWorker, WorkerOptions
     from workers.station_loader import load_inspectors
 
     inspectors = load_inspectors(stations, settings.data_dir, device or settings.device)
-    options = WorkerOptions() if claim_idle_ms is None else WorkerOptions(claim_idle_ms=claim_idle_ms)
+    options = WorkerOptions(batch_size=batch_size, max_wait_ms=max_wait_ms)
+    if claim_idle_ms is not None:
+        options = replace(options, claim_idle_ms=claim_idle_ms)
 
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="worker")
