@@ -82,17 +82,46 @@ def latencies(store, station_id: str) -> dict:
     }
 
 
+async def watch_store(db_url: str, frames: int, seen: list[float]) -> None:
+    """Poll the store every 20 ms; each new row's capture-to-visible-in-store time goes to ``seen``."""
+    from sqlalchemy import select
+
+    from pipeline.store.models import Inspection
+    from pipeline.store.store import Store
+
+    last_id = 0
+    store = Store.open(db_url)  # one engine for the whole watch: polling must stay cheap
+    query = select(Inspection.id, Inspection.captured_at)
+    while len(seen) < frames:
+        await asyncio.sleep(0.02)
+        try:
+            with store.engine.connect() as conn:
+                rows = conn.execute(query.where(Inspection.id > last_id)).all()
+        except Exception:  # the schema may not exist yet at the very start
+            continue
+        now = time.time()
+        for row_id, captured in rows:
+            last_id = max(last_id, row_id)
+            seen.append((now - captured.timestamp()) * 1000)
+
+
 async def main_async(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lw-bench-"))
     path = station_file(root / "assets", args.frames, args.fps)
     data_dir = root / "data"
     db = f"sqlite:///{data_dir / 'linewatch.db'}"
+    seen: list[float] = []
+    watcher = asyncio.create_task(watch_store(db, args.frames, seen))
     if args.redis_url:
         store = await run_pipeline(args.redis_url, db, path, data_dir, args.frames)
     else:
         with start_embedded(data_dir) as server:
             store = await run_pipeline(server.url, db, path, data_dir, args.frames)
+    watcher.cancel()
     out = latencies(store, "bench")
+    if seen:
+        out["capture_to_store_ms_p50"] = float(np.percentile(seen, 50))
+        out["capture_to_store_ms_p99"] = float(np.percentile(seen, 99))
     out["inspector_fps"] = inspector_alone(path, data_dir, 16)
     out["ratio"] = out["pipeline_fps"] / out["inspector_fps"]
     return out
