@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # migration chatter at every start hides what the roles say
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     return int(args.func(args))
 
 

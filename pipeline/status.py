@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
+
+from redis import exceptions as redis_errors
 
 from config.service import ServiceSettings
 from config.station import StationConfig
@@ -67,7 +70,15 @@ def status_main(
 ) -> int:
     from pipeline.store.store import Store
 
-    report = asyncio.run(asyncio.wait_for(collect(redis_url, stations), timeout=10))
+    try:
+        report = asyncio.run(asyncio.wait_for(collect(redis_url, stations), timeout=10))
+    except (ConnectionError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as e:
+        print(
+            f"linewatch status: Redis at {redis_url} is unreachable ({e}); is `linewatch run` "
+            "(or the Redis server of LINEWATCH_REDIS_URL) running?",
+            file=sys.stderr,
+        )
+        return 1
     with Store.open(settings.effective_database_url) as store:
         summaries = {s.station_id: s for s in store.station_summary()}
     if as_json:
