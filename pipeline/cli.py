@@ -38,14 +38,21 @@ def _with_stations(role: Callable[..., int]) -> Callable[[argparse.Namespace], i
     """Resolve settings and stations once; configuration errors print as file:line messages."""
 
     def run(args: argparse.Namespace) -> int:
+        from pipeline.errors import PipelineError
         from pipeline.roles import resolve
+        from pipeline.store.errors import StoreError
+        from workers.errors import WorkerError
 
         try:
             settings, stations = resolve(args.config, args.data_dir)
         except ConfigError as e:
             print(f"linewatch {args.command}: configuration error\n{e}", file=sys.stderr)
             return 2
-        return role(args, settings, stations)
+        try:
+            return role(args, settings, stations)
+        except (WorkerError, PipelineError, StoreError) as e:  # known failures: say what, no traceback
+            print(f"linewatch {args.command}: {e}", file=sys.stderr)
+            return 2
 
     return run
 
