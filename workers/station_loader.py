@@ -12,6 +12,7 @@ from config.station import StationConfig
 from pipeline.capture import CaptureOptions, encode_jpeg, fit_longer_side
 from workers import bank_store
 from workers.backbones import load_backbone
+from workers.errors import WorkerError
 from workers.inspector import Inspector
 from workers.references import (
     DEFAULT_BANK_SIZE,
@@ -57,6 +58,12 @@ def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) 
     by_backbone: dict[str, Inspector] = {}
     out: dict[str, Inspector] = {}
     for station in stations:
+        if station.model.mode != "few-shot":
+            # refuse rather than silently run few-shot: the text decoder is not built yet
+            raise WorkerError(
+                f"station {station.id}: model.mode {station.model.mode!r} needs the zero-shot decoder, "
+                "which this version does not have yet; use mode: few-shot"
+            )
         spec = station.model.backbone
         if spec not in by_backbone:
             by_backbone[spec] = Inspector(load_backbone(spec), device=device)
