@@ -51,6 +51,7 @@ class Recorder:
         self.recorded = 0
         self.evidence_failures = 0
         self._last_purge = 0.0
+        self._last_claim = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         for stream in self.result_streams:
@@ -94,7 +95,12 @@ class Recorder:
     async def _next_batch(self) -> list[streams.Entry]:
         o = self.options
         entries: list[streams.Entry] = []
-        for stream in self.result_streams:
+        # a takeover scan per stream costs round trips; a few per idle period are enough
+        now = time.monotonic()
+        due = now - self._last_claim >= o.claim_idle_ms / 4000
+        if due:
+            self._last_claim = now
+        for stream in self.result_streams if due else []:
             claimed = await streams.claim_stale(
                 self.r, stream, keys.RECORD_GROUP, self.name, o.claim_idle_ms, o.batch_size
             )

@@ -67,7 +67,8 @@ class InspectWorker:
 
     async def _next_batch(self) -> list[streams.Entry]:
         opts = self.options
-        entries = await self._claim_stale()
+        # only taken-over frames can have been delivered before; fresh reads need no XPENDING check
+        entries = await self._drop_exhausted(await self._claim_stale())
         if len(entries) < opts.batch_size:
             entries += await streams.read_batch(
                 self.r,
@@ -83,7 +84,7 @@ class InspectWorker:
             if not more:
                 await asyncio.sleep(0.003)
             entries += more
-        return await self._drop_exhausted(entries)
+        return entries
 
     async def _top_up(self, count: int) -> list[streams.Entry]:
         # a non-blocking read: XREADGROUP without BLOCK returns at once
