@@ -43,4 +43,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="also match patches of the frame itself beyond this radius (fraction of the side; 0 = off)",
     )
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="test: the labelled test set; validation: held-out normal training images and synthetic "
+        "anomalies on others (no test labels: use it to choose settings)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

@@ -7,15 +7,18 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from workers.backbones import load_backbone
-from workers.errors import WorkerError
+from workers.errors import DatasetError, WorkerError
 from workers.evaluation.dataset import (
     Category,
     draw_references,
@@ -24,6 +27,7 @@ from workers.evaluation.dataset import (
     read_mask,
 )
 from workers.evaluation.metrics import compute_metrics
+from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
 from workers.references import DEFAULT_BANK_SIZE, DEFAULT_SCALES, build_station_model, read_images
 
@@ -41,6 +45,8 @@ class EvalSettings:
     self_reference: float = 0.0
     scales: tuple[float, ...] = DEFAULT_SCALES
     max_bank: int = DEFAULT_BANK_SIZE
+    split: str = "test"
+    seed: int = 0
 
 
 def evaluate_draw(
@@ -60,18 +66,70 @@ def evaluate_draw(
     inspector.add_station(model)
     model = inspector.stations["eval"]
     scores, labels, maps, masks = [], [], [], []
-    for sample in tqdm(
-        cat.test, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
+    samples = test_samples(cat) if cfg.split == "test" else validation_samples(cat, refs, cfg.seed)
+    for image, label, mask in tqdm(
+        samples, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
     ):
-        image = read_images([sample.path])[0]
         shape = inspection_shape(image.shape[:2], cfg.image_size, inspector.backbone)
         m = inspector.raw_maps(inspector.to_tensor([image], shape), model)[0, 0].cpu().numpy()
         scores.append(float(m.max()))
-        labels.append(sample.label)
+        labels.append(label)
         maps.append(m.astype(np.float32))
-        masks.append(read_mask(sample.mask_path, shape) if sample.mask_path else np.zeros(shape, dtype=bool))
+        masks.append(mask(shape))
     metrics = compute_metrics(scores, labels, maps, masks, threshold=model.calibration.threshold)
     return {m: float(getattr(metrics, m)) for m in METRICS}
+
+
+MaskFn = Callable[[tuple[int, int]], np.ndarray]
+
+
+def test_samples(cat: Category) -> Iterator[tuple[np.ndarray, int, MaskFn]]:
+    """The labelled test set: (image, label, mask at a given shape), read lazily."""
+    for sample in cat.test:
+        image = read_images([sample.path])[0]
+        path = sample.mask_path
+        yield image, sample.label, (partial(read_mask, path) if path else _empty)
+
+
+#: normal images (and as many synthetic anomalies) in the validation split
+VALIDATION_SIZE = 100
+
+
+def validation_samples(
+    cat: Category, refs: list[Path], seed: int, size: int = VALIDATION_SIZE
+) -> list[tuple[np.ndarray, int, MaskFn]]:
+    """A split without test labels: normal training images that are not references, and synthetic
+    anomalies on further ones (patches of other normal images blended in, blobs, lines)."""
+    rest = [p for p in cat.train_good if p not in set(refs)]
+    size = min(size, len(rest) // 2)
+    if size < 2:
+        raise DatasetError(
+            f"{cat.name}: the validation split needs at least 4 normal training images besides the "
+            f"{len(refs)} references; train/good has {len(cat.train_good)}"
+        )
+    order = np.random.default_rng(1000 + seed).permutation(len(rest))
+    normal = [rest[i] for i in order[:size]]
+    bases = [rest[i] for i in order[size : 2 * size]]
+    donors = read_images([rest[i] for i in order[2 * size : 2 * size + 20]] or refs)
+    rng = np.random.default_rng(2000 + seed)
+    out: list[tuple[np.ndarray, int, MaskFn]] = [(img, 0, _empty) for img in read_images(normal)]
+    base_images = read_images(bases)
+    # one size unit for the whole split (the median shorter side): crops of one camera keep its scale
+    unit = float(np.median([min(img.shape[:2]) for img in base_images]))
+    for img in base_images:
+        bad, mask = synthesize(img, donors, rng, unit=unit)
+        out.append((bad, 1, partial(_resized_mask, mask)))
+    return out
+
+
+def _empty(shape: tuple[int, int]) -> np.ndarray:
+    return np.zeros(shape, dtype=bool)
+
+
+def _resized_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(shape):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings) -> dict:
@@ -85,6 +143,7 @@ def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: 
             per = results.setdefault(k, {}).setdefault(name, {m: [] for m in METRICS})
             for seed in range(seeds):
                 t0 = time.perf_counter()
+                cfg.seed = seed
                 row = evaluate_draw(inspector, cat, draw_references(cat.train_good, k, seed), cfg)
                 for m in METRICS:
                     per[m].append(row[m])
@@ -140,6 +199,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             self_reference=args.self_reference,
             scales=tuple(args.scales or DEFAULT_SCALES),
             max_bank=args.max_bank,
+            split=args.split,
         )
         torch.manual_seed(0)
         summary = summarize(evaluate(args.dataset, categories, args.k, args.seeds, cfg))

@@ -2,6 +2,8 @@
 
 import json
 
+import cv2
+
 from pipeline.cli import main
 from workers.evaluation.synthetic import write_dataset
 
@@ -42,3 +44,31 @@ def test_eval_on_a_bad_dataset_is_a_clear_error(tmp_path, capsys):
     code = main(["eval", "--dataset", str(tmp_path), "--k", "1", "--seeds", "1"])
     assert code == 2
     assert "train" in capsys.readouterr().err
+
+
+def test_validation_split_uses_no_test_images_and_no_references(tmp_path):
+    from workers.evaluation.dataset import load_category
+    from workers.evaluation.runner import validation_samples
+
+    root = write_dataset(tmp_path / "parts", train=30, test_good=2, test_defect=1)
+    cat = load_category(root, "parts")
+    refs = cat.train_good[:4]
+    samples = validation_samples(cat, refs, seed=0, size=10)
+    labels = [label for _, label, _ in samples]
+    assert labels.count(0) == 10 and labels.count(1) == 10
+    ref_pixels = {img.tobytes() for img in (cv2.imread(str(p)) for p in refs)}
+    assert not any(img.tobytes() in ref_pixels for img, _, _ in samples)  # references never scored
+    for img, label, mask in samples:
+        m = mask(img.shape[:2])
+        assert m.shape == img.shape[:2] and m.any() == bool(label)
+        assert mask((48, 64)).shape == (48, 64)
+
+
+def test_eval_on_the_validation_split(tmp_path, capsys):
+    root = write_dataset(tmp_path / "parts", train=40, test_good=2, test_defect=1)
+    args = ["--k", "2", "--seeds", "1", "--image-size", "128", "--device", "cpu", "--split", "validation"]
+    code = main(["eval", "--dataset", str(root), *args])
+    assert code == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| parts | 2 |"))
+    image_auroc = float(row.split("|")[3].split("±")[0])
+    assert image_auroc > 0.6  # synthetic blobs, lines and patches on plain parts are mostly visible
