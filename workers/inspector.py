@@ -13,6 +13,7 @@ import torch
 
 from workers.backbones.base import Backbone
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
+from workers.memory_tuning import keep_freed_memory
 from workers.patch_features import PatchEmbedder
 from workers.regions import Region, find_regions
 from workers.station_model import StationModel
@@ -60,6 +61,8 @@ class Inspector:
         self_reference: float = 0.0,
     ) -> None:
         self.device = resolve_device(device)
+        if self.device.type == "cpu":  # process-wide: 2.5x faster CPU passes (workers/memory_tuning.py)
+            keep_freed_memory()
         # fp16 on GPUs halves memory traffic; CPUs have no fast fp16 path, so fp32 there
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.embedder = PatchEmbedder(backbone, pool).to(self.device, self.dtype).eval()
