@@ -30,6 +30,15 @@ class WorkerOptions:
     heartbeat_ttl_s: float = 10.0
 
 
+@dataclass
+class _Batch:
+    """Frames being inspected: decoded frames, their stream entries, the running inspection."""
+
+    frames: list[tuple[FrameMessage, np.ndarray]]
+    entries: list[streams.Entry]
+    results: asyncio.Task[list[InspectionResult]]
+
+
 class InspectWorker:
     """One process per device: the model stays resident, frames flow through in batches."""
 
@@ -55,14 +64,23 @@ class InspectWorker:
                 partial(streams.ensure_group, self.r, stream, keys.INSPECT_GROUP), what=stream
             )
         logger.info("worker %s inspecting %s", self.name, ", ".join(self.inspectors))
+        # two batches in flight: while the model works on one (in a thread), the loop reads and
+        # decodes the next, so the model does not sit idle during Redis round trips
+        inflight: _Batch | None = None
         while not stop.is_set():
             await streams.reconnecting(
                 lambda: streams.heartbeat(self.r, "worker", self.name, self.options.heartbeat_ttl_s),
                 what="heartbeat",
             )
-            entries = await streams.reconnecting(self._next_batch, what="frames")
+            read = asyncio.create_task(streams.reconnecting(self._next_batch, what="frames"))
+            if inflight is not None:
+                await self._finish(inflight)  # published as soon as inspected, whatever the read does
+                inflight = None
+            entries = await read
             if entries:
-                await self.process(entries)
+                inflight = await self._start(entries)
+        if inflight is not None:  # drain: what was read is inspected and acknowledged before exit
+            await self._finish(inflight)
         logger.info("worker %s stopped after %d frames", self.name, self.inspected)
 
     async def _next_batch(self) -> list[streams.Entry]:
@@ -127,6 +145,14 @@ class InspectWorker:
         return keep
 
     async def process(self, entries: list[streams.Entry]) -> None:
+        """Inspect one batch of entries, publish the results and acknowledge the frames."""
+        batch = await self._start(entries)
+        if batch is not None:
+            await self._finish(batch)
+
+    async def _start(self, entries: list[streams.Entry]) -> _Batch | None:
+        """Decode and check the entries (bad ones go to the dead-letter stream), then start the
+        inspection in a thread; None when no entry was usable."""
         frames, valid = [], []
         for entry in entries:
             try:
@@ -149,11 +175,14 @@ class InspectWorker:
             frames.append((msg, image))
             valid.append(entry)
         if not frames:
-            return
-        results = await asyncio.to_thread(self._inspect, frames)
-        await streams.reconnecting(lambda: self._publish(frames, results), what="results")
-        await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, valid), what="ack")
-        self.inspected += len(frames)
+            return None
+        return _Batch(frames, valid, asyncio.create_task(asyncio.to_thread(self._inspect, frames)))
+
+    async def _finish(self, batch: _Batch) -> None:
+        results = await batch.results
+        await streams.reconnecting(lambda: self._publish(batch.frames, results), what="results")
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, batch.entries), what="ack")
+        self.inspected += len(batch.frames)
 
     def _inspect(self, frames: list[tuple[FrameMessage, np.ndarray]]) -> list[InspectionResult]:
         by_inspector: dict[int, list[int]] = {}

@@ -2,12 +2,17 @@
 against the Inspector alone on the same frames, plus capture-to-result and capture-to-store latency.
 
     python -m tests.benchmarks.pipeline_throughput [--frames 300] [--fps 120] [--redis-url URL]
+                                                   [--in-process]
 
 At an offered load above capacity (the default) it measures throughput, and the latencies are
 queueing time; at a load below capacity (e.g. --fps 8) the latencies are the pipeline's own.
 
 Uses the generated demo station (640x480 frames, inspected at 320 px) played once as fast as it can
-be read, with embedded Redis and SQLite in a temporary data dir unless --redis-url is given.
+be read, with embedded Redis and SQLite in a temporary data dir unless --redis-url is given. The
+roles run as separate ``linewatch capture|worker|recorder`` processes, as ``linewatch run`` starts
+them (``--in-process``: all in this process's event loop, as the end-to-end test does). The
+Inspector alone is timed before and after the pipeline run on the same machine, and the ratio uses
+their mean, because a shared machine's speed drifts between runs.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +30,13 @@ import cv2
 import numpy as np
 
 from config.loader import load_station
+from pipeline import keys, streams
 from pipeline.capture import fit_longer_side
 from pipeline.demo_assets import DEMO_YAML, ensure_demo, write_video
 from pipeline.redis_server import start_embedded
+from pipeline.store.schema import upgrade
+from pipeline.store.store import Store
+from pipeline.supervisor import linewatch_argv
 from tests.pipeline.test_end_to_end import run_pipeline
 
 
@@ -105,24 +116,82 @@ async def watch_store(db_url: str, frames: int, seen: list[float]) -> None:
             seen.append((now - captured.timestamp()) * 1000)
 
 
+CPU_SECONDS: dict[str, float] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_processes(redis_url: str, db: str, path: Path, data_dir: Path, frames: int) -> Store:
+    """Worker and recorder first (until the worker's heartbeat shows its model is loaded), then
+    capture, each a ``linewatch`` process; returns once ``frames`` rows are in the store."""
+    upgrade(db)
+    store = Store.open(db)
+    env = {
+        **os.environ,
+        "LINEWATCH_REDIS_URL": redis_url,
+        "LINEWATCH_DATABASE_URL": db,
+        "LINEWATCH_DATA_DIR": str(data_dir),
+        "LINEWATCH_DEVICE": "cpu",
+    }
+    common = ["--config", str(path), "--data-dir", str(data_dir)]
+    procs = [subprocess.Popen(linewatch_argv(role, *common), env=env) for role in ("worker", "recorder")]
+    r = streams.connect(redis_url)
+    try:
+        for _ in range(600):
+            if await streams.alive(r, "worker"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("the worker did not start within a minute")
+        CPU_SECONDS["worker_startup"] = cpu_seconds(procs[0].pid)
+        procs.append(subprocess.Popen(linewatch_argv("capture", *common), env=env))
+        for _ in range(1200):
+            await asyncio.sleep(0.25)
+            if store.count_inspections("bench") >= frames:
+                break
+        for name, p in zip(("worker", "recorder", "capture"), procs, strict=True):
+            CPU_SECONDS[name] = cpu_seconds(p.pid)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        station = "bench"
+        await r.delete(
+            keys.frames(station), keys.results(station), keys.flagged(station), keys.last_seq(station)
+        )
+        await r.aclose()
+    return store
+
+
 async def main_async(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lw-bench-"))
     path = station_file(root / "assets", args.frames, args.fps)
     data_dir = root / "data"
     db = f"sqlite:///{data_dir / 'linewatch.db'}"
+    before = inspector_alone(path, data_dir, 16)  # also builds and caches the bank for the worker
+    run = run_pipeline if args.in_process else run_processes
     seen: list[float] = []
     watcher = asyncio.create_task(watch_store(db, args.frames, seen))
     if args.redis_url:
-        store = await run_pipeline(args.redis_url, db, path, data_dir, args.frames)
+        store = await run(args.redis_url, db, path, data_dir, args.frames)
     else:
         with start_embedded(data_dir) as server:
-            store = await run_pipeline(server.url, db, path, data_dir, args.frames)
+            store = await run(server.url, db, path, data_dir, args.frames)
     watcher.cancel()
     out = latencies(store, "bench")
     if seen:
         out["capture_to_store_ms_p50"] = float(np.percentile(seen, 50))
         out["capture_to_store_ms_p99"] = float(np.percentile(seen, 99))
-    out["inspector_fps"] = inspector_alone(path, data_dir, 16)
+    after = inspector_alone(path, data_dir, 16)
+    out["mode"] = "in-process" if args.in_process else "processes"
+    out["cpu_seconds"] = {k: round(v, 1) for k, v in CPU_SECONDS.items()}
+    out["inspector_fps_before"], out["inspector_fps_after"] = before, after
+    out["inspector_fps"] = (before + after) / 2
     out["ratio"] = out["pipeline_fps"] / out["inspector_fps"]
     return out
 
@@ -132,6 +201,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=float, default=120, help="offered load; above capacity measures throughput")
     p.add_argument("--redis-url", default=None)
+    p.add_argument("--in-process", action="store_true", help="all roles in this process (as the e2e test)")
     r = asyncio.run(main_async(p.parse_args()))
     print(json.dumps(r, indent=2))
     print(
