@@ -61,21 +61,39 @@ class Calibration:
 #: (position jitter, lighting, compression); with 0.25 the demo flagged clean parts whose JPEG
 #: differed slightly from the references' (docs/benchmarks.md)
 DEFAULT_MARGIN = 1.0
+#: where between the highest normal and the median synthetic-defect score the threshold sits
+DEFAULT_BETWEEN = 0.5
 
 
-def calibrate(loo_scores: np.ndarray, loo_pixel_median: float, margin: float = DEFAULT_MARGIN) -> Calibration:
+def calibrate(
+    loo_scores: np.ndarray,
+    loo_pixel_median: float,
+    margin: float = DEFAULT_MARGIN,
+    anomaly_scores: np.ndarray | None = None,
+    between: float = DEFAULT_BETWEEN,
+) -> Calibration:
     """Derive the threshold from leave-one-out scores of the references.
 
     Each reference was scored against a bank built without it, so its score is what a normal
-    frame scores against a slightly smaller bank. The threshold is the highest such score (no
-    reference would be flagged), widened by ``margin`` times the score spread to leave room for
-    normal variation the few references do not show.
+    frame scores against a slightly smaller bank. Without ``anomaly_scores`` the threshold is the
+    highest such score (no reference would be flagged), widened by ``margin`` times the score
+    spread to leave room for normal variation the few references do not show.
+
+    With ``anomaly_scores`` (the same held-out references with synthetic defects drawn on them)
+    the threshold sits ``between`` of the way from the highest normal score to the median
+    defect score: normal frames vary more than a few references show, defects are mostly fainter
+    than drawn ones, and the threshold is placed in the gap between the two. It never drops below
+    the highest normal score; with no gap (defects score no higher) the margin rule applies.
     """
     scores = np.asarray(loo_scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("calibration needs at least one leave-one-out score")
-    spread = float(scores.max() - loo_pixel_median)
-    threshold = float(scores.max()) + margin * spread
+    top = float(scores.max())
+    spread = float(top - loo_pixel_median)
+    threshold = top + margin * spread
+    defects = np.asarray(anomaly_scores if anomaly_scores is not None else [], dtype=np.float64)
+    if defects.size and float(np.median(defects)) > top:
+        threshold = top + between * (float(np.median(defects)) - top)
     return Calibration(
         threshold=threshold,
         normal_level=float(loo_pixel_median),

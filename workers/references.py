@@ -12,6 +12,7 @@ import torch
 
 from workers.calibration import Calibration, calibrate
 from workers.errors import ReferenceImagesError
+from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
 from workers.localization import image_scores
 from workers.memory_bank import MemoryBank, greedy_coreset
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 #: at most this many references are held out in turn for calibration (each costs one bank build)
 MAX_HELD_OUT = 8
+#: synthetic defects drawn on each held-out reference: what a defect scores against this bank
+CALIBRATION_DEFECTS = ("blob", "line", "patch")
 
 
 def list_reference_files(folder: Path) -> list[Path]:
@@ -136,28 +139,32 @@ def _calibrate(
     held_out: list[int],
     image_size: int,
 ) -> Calibration:
-    """Score held-out references against the bank without their own patches.
+    """Score held-out references, plain and with synthetic defects, against the bank without
+    their own patches.
 
     The held-out banks are the final (coreset-reduced) bank minus the held-out patches, so the
     scores see the same compression that frames will see, at the cost of one coreset build.
     """
-    scores, medians = [], []
-    held = [
-        (
-            references[i] if len(references) > 1 else references[0],
-            MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)]),
-        )
-        for i in held_out
-    ]
-    for image, bank in held:
+    scores, medians, anomalies = [], [], []
+    rng = np.random.default_rng(0)  # the same references always give the same threshold
+    for i in held_out:
+        image = references[i] if len(references) > 1 else references[0]
+        bank_i = MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)])
         tmp = StationModel(
-            "calibration", bank.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0
+            "calibration", bank_i.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0
         )
-        shape = inspection_shape(image.shape[:2], image_size, inspector.backbone)
-        maps = inspector.raw_maps(inspector.to_tensor([image], shape), tmp)
-        scores.append(float(image_scores(maps)[0]))
-        medians.append(float(maps.median()))
-    return calibrate(np.array(scores), float(np.median(medians)))
+        donors = [r for j, r in enumerate(references) if j != i] or [image[::-1, ::-1].copy()]
+        # the held-out reference itself (normal) and the same image with synthetic defects drawn on
+        views = [image] + [synthesize(image, donors, rng, kind)[0] for kind in CALIBRATION_DEFECTS]
+        for n, view in enumerate(views):
+            shape = inspection_shape(view.shape[:2], image_size, inspector.backbone)
+            maps = inspector.raw_maps(inspector.to_tensor([view], shape), tmp)
+            if n == 0:
+                scores.append(float(image_scores(maps)[0]))
+                medians.append(float(maps.median()))
+            else:
+                anomalies.append(float(image_scores(maps)[0]))
+    return calibrate(np.array(scores), float(np.median(medians)), anomaly_scores=np.array(anomalies))
 
 
 # raw_maps needs a StationModel; its calibration is not used there

@@ -80,6 +80,19 @@ def test_calibrate_takes_highest_leave_one_out_score():
         Calibration(threshold=0.2, normal_level=0.2, normal_scores=())
 
 
+def test_calibrate_places_the_threshold_between_normal_and_synthetic_defect_scores():
+    loo = np.array([0.2, 0.3])
+    cal = calibrate(loo, loo_pixel_median=0.1, anomaly_scores=np.array([0.9, 0.5, 0.7]), between=0.5)
+    assert cal.threshold == pytest.approx(0.3 + 0.5 * (0.7 - 0.3))  # halfway to the median defect
+    assert calibrate(loo, 0.1, anomaly_scores=np.array([0.9, 0.5, 0.7]), between=0.25).threshold == (
+        pytest.approx(0.3 + 0.25 * 0.4)
+    )
+    # drawn defects that score no higher than the references: no gap, the margin rule decides
+    no_gap = calibrate(loo, 0.1, margin=1.0, anomaly_scores=np.array([0.25, 0.3, 0.28]))
+    assert no_gap.threshold == pytest.approx(0.3 + 1.0 * 0.2)
+    assert calibrate(loo, 0.1, margin=1.0, anomaly_scores=np.array([])).threshold == pytest.approx(0.5)
+
+
 def test_self_similarity_ignores_the_window_and_finds_twins_elsewhere():
     # a 1x8 strip: patches 0 and 6 are twins, patch 3 is unique
     vecs = torch.tensor([[1.0, 0], [0, 1.0], [0, 1.0], [-1.0, 0], [0, 1.0], [0, 1.0], [1.0, 0], [0, 1.0]])
