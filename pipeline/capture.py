@@ -26,14 +26,6 @@ _FPS_WINDOW_S = 3.0
 
 
 @dataclass(frozen=True)
-class CapturedFrame:
-    """One emitted frame: the stream message plus the full-resolution JPEG kept as evidence."""
-
-    message: FrameMessage
-    original_jpeg: bytes
-
-
-@dataclass(frozen=True)
 class CaptureOptions:
     """Tuning of a capture; the defaults suit a camera on a factory network."""
 
@@ -45,16 +37,6 @@ class CaptureOptions:
     retry_max_s: float = 30.0  # … up to this
     offline_after_s: float = 30.0  # "reconnecting" becomes "offline" after this long
     stop_timeout_s: float = 5.0  # how long stop() waits for a reader blocked in a driver call
-
-
-def fit_longer_side(frame: np.ndarray, size: int) -> np.ndarray:
-    """``frame`` scaled so its longer side is ``size``, aspect kept; never upscaled."""
-    height, width = frame.shape[:2]
-    scale = size / max(height, width)
-    if scale >= 1.0:
-        return frame
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(frame, new_size, interpolation=cv2.INTER_AREA)
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -132,8 +114,8 @@ class StationCapture:
     """Captures one station's camera: ``async with capture: async for frame in capture.frames()``.
 
     Built from a station as ``StationCapture(station.id, make_source(camera.source, camera.loop),
-    fps=camera.fps, image_size=station.model.image_size)``. Frames go out through the async
-    iterator ``frames()`` (pull: a recorded source waits for a slow consumer), which ends when a
+    fps=camera.fps)``. Frames go out, JPEG-encoded once at full size, through the async iterator
+    ``frames()`` (pull: a recorded source waits for a slow consumer), which ends when a
     non-looping recorded source is exhausted or the capture stops. Live sources drop the oldest
     queued frame when the consumer is behind; seq numbers start at ``start_seq`` and leave gaps
     where frames were dropped. State changes (state, last_error, reconnects) are reported at once
@@ -146,20 +128,18 @@ class StationCapture:
         source: FrameSource,
         *,
         fps: float,
-        image_size: int,
         start_seq: int = 0,
         on_state: StateCallback | None = None,
         options: CaptureOptions | None = None,
     ) -> None:
         self.station_id = station_id
         self.source = source
-        self.image_size = image_size
         self.options = options or CaptureOptions()
         self._fps = fps
         self._seq = start_seq
         self._on_state = on_state
         size = max(1, self.options.queue_size)  # asyncio reads 0 as unbounded
-        self._queue: asyncio.Queue[CapturedFrame | None] = asyncio.Queue(size)
+        self._queue: asyncio.Queue[FrameMessage | None] = asyncio.Queue(size)
         self._status = _Status()
         self._changed = asyncio.Event()
         self._stop = threading.Event()
@@ -232,7 +212,7 @@ class StationCapture:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def frames(self) -> AsyncIterator[CapturedFrame]:
+    async def frames(self) -> AsyncIterator[FrameMessage]:
         """Captured frames in order until the source is exhausted or the capture stops."""
         while True:
             item = await self._queue.get()
@@ -241,7 +221,7 @@ class StationCapture:
                 return
             yield item
 
-    def _offer_latest(self, item: CapturedFrame) -> None:
+    def _offer_latest(self, item: FrameMessage) -> None:
         """Queue a live frame, dropping the oldest queued one when the consumer is behind."""
         if self._closed:
             return
@@ -249,15 +229,15 @@ class StationCapture:
             self._queue.get_nowait()
             self._status.dropped += 1
         self._queue.put_nowait(item)
-        self._status.count_frame(item.message.captured_at)
+        self._status.count_frame(item.captured_at)
 
-    async def _put_waiting(self, item: CapturedFrame | None) -> None:
+    async def _put_waiting(self, item: FrameMessage | None) -> None:
         """Queue a recorded frame (or the end marker), waiting for room: recorded never drops."""
         if self._closed:
             return
         await self._queue.put(item)
         if item is not None:
-            self._status.count_frame(item.message.captured_at)
+            self._status.count_frame(item.captured_at)
 
     def _close_queue(self) -> None:
         self._closed = True
@@ -373,17 +353,16 @@ class StationCapture:
         pacer.take(time.monotonic())
         self._deliver(self._encode(frame, time.time()))
 
-    def _encode(self, frame: np.ndarray, captured_at: float) -> CapturedFrame:
+    def _encode(self, frame: np.ndarray, captured_at: float) -> FrameMessage:
+        # one encode at full size: the worker decodes it reduced for inspection (DCT scaling is
+        # cheaper than a resize) and the same bytes become the evidence of a flagged frame
         height, width = frame.shape[:2]
-        quality = self.options.jpeg_quality
-        small = fit_longer_side(frame, self.image_size)
-        jpeg = encode_jpeg(small, quality)
-        original = jpeg if small is frame else encode_jpeg(frame, quality)  # encode once when equal
+        jpeg = encode_jpeg(frame, self.options.jpeg_quality)
         message = FrameMessage(self.station_id, self._seq, captured_at, jpeg, width, height)
         self._seq += 1
-        return CapturedFrame(message, original)
+        return message
 
-    def _deliver(self, item: CapturedFrame | None) -> None:
+    def _deliver(self, item: FrameMessage | None) -> None:
         assert self._loop is not None
         if self.source.live and item is not None:
             self._post(self._offer_latest, item)

@@ -11,7 +11,8 @@ from typing import Any
 
 from config.station import StationConfig
 from pipeline import keys, streams
-from pipeline.capture import CapturedFrame, StationCapture
+from pipeline.capture import StationCapture
+from pipeline.messages import FrameMessage
 from pipeline.sources import make_source
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 class CaptureRoleOptions:
     live_maxlen: int = 500  # live frames: the stream keeps about this many; older ones drop
     recorded_backlog: int = 200  # recorded sources pause while this many frames wait for workers
-    original_ttl_s: int = 900  # full-size JPEG kept this long for evidence of a flagged frame
+    trim_every: int = 50  # frames between trims of entries every worker has acknowledged
     state_ttl_s: int = 30  # a station whose capture died shows as offline after this
 
 
@@ -58,16 +59,9 @@ class StationPublisher:
 
         await streams.reconnecting(write, what=key)
 
-    async def publish_frame(self, frame: CapturedFrame, live: bool) -> None:
-        msg = frame.message
-
+    async def publish_frame(self, msg: FrameMessage, live: bool) -> None:
         async def write() -> None:
             async with self.r.pipeline(transaction=False) as pipe:
-                pipe.set(
-                    keys.original_frame(msg.station_id, msg.seq),
-                    frame.original_jpeg,
-                    ex=self.options.original_ttl_s,
-                )
                 fields: Any = msg.to_fields()
                 pipe.xadd(
                     self.frames,
@@ -103,7 +97,6 @@ class StationPublisher:
             self.station.id,
             source,
             fps=self.station.camera.fps,
-            image_size=self.station.model.image_size,
             start_seq=seq,
             on_state=self.publish_state,
         )
@@ -115,6 +108,11 @@ class StationPublisher:
                     await self.wait_for_workers()
                 await self.publish_frame(frame, source.live)
                 count += 1
+                if count % self.options.trim_every == 0:
+                    await streams.reconnecting(
+                        lambda: streams.trim_acknowledged(self.r, self.frames),
+                        what=self.frames,
+                    )
         logger.info("station %s: source finished after %d frames", self.station.id, count)
 
 

@@ -31,11 +31,6 @@ def dead_letter(stream: str) -> str:
     return f"{PREFIX}:dead:{stream}"
 
 
-def original_frame(station_id: str, seq: int) -> str:
-    """Full-resolution JPEG of a frame, kept a short while (TTL) as evidence should it be flagged."""
-    return f"{PREFIX}:orig:{station_id}:{seq}"
-
-
 def station_state(station_id: str) -> str:
     """Hash with the capture state of a station (online/reconnecting/offline, fps, dropped, …)."""
     return f"{PREFIX}:state:{station_id}"

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: frames carry the full-size JPEG, flagged results carry it on
 
 
 class MessageError(ValueError):
@@ -33,13 +33,13 @@ def _check_version(fields: dict[bytes, bytes], kind: str) -> None:
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """A captured frame: inspection-resolution JPEG plus what is needed to find the original."""
+    """A captured frame, JPEG-encoded once at full size (workers decode it reduced)."""
 
     station_id: str
     seq: int
     captured_at: float  # unix seconds at capture
-    jpeg: bytes  # resized to the station's inspection resolution
-    width: int  # original frame size (the full-resolution JPEG lives under keys.original_frame)
+    jpeg: bytes  # the frame as captured
+    width: int  # its size, so a worker can pick the JPEG reduction before decoding
     height: int
 
     @property
@@ -90,6 +90,7 @@ class ResultMessage:
     heatmap_png: bytes = b""  # small uint8 heat map, PNG-encoded
     worker: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    frame_jpeg: bytes = b""  # the captured frame, on flagged results only: evidence, explainer input
 
     @property
     def id(self) -> str:
@@ -97,15 +98,22 @@ class ResultMessage:
 
     def to_fields(self) -> dict[str, bytes | str | int | float]:
         meta = asdict(self)
-        heatmap = meta.pop("heatmap_png")
-        return {"v": SCHEMA_VERSION, "meta": json.dumps(meta), "heatmap": heatmap}
+        heatmap, frame = meta.pop("heatmap_png"), meta.pop("frame_jpeg")
+        fields: dict[str, bytes | str | int | float] = {
+            "v": SCHEMA_VERSION,
+            "meta": json.dumps(meta),
+            "heatmap": heatmap,
+        }
+        if frame:
+            fields["frame"] = frame
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> ResultMessage:
         _check_version(fields, "result")
         try:
             meta = json.loads(_get(fields, "meta"))
-            return cls(**meta, heatmap_png=fields.get(b"heatmap", b""))
+            return cls(**meta, heatmap_png=fields.get(b"heatmap", b""), frame_jpeg=fields.get(b"frame", b""))
         except (ValueError, TypeError) as e:
             if isinstance(e, MessageError):
                 raise

@@ -28,6 +28,7 @@ class RecorderOptions:
     heartbeat_ttl_s: float = 10.0
     retention_days: float | None = None  # None keeps everything
     purge_every_s: float = 3600.0
+    trim_every_s: float = 10.0  # acknowledged results leave the stream this often
 
 
 class Recorder:
@@ -51,6 +52,7 @@ class Recorder:
         self.recorded = 0
         self.evidence_failures = 0
         self._last_purge = 0.0
+        self._last_trim = time.monotonic()
         self._last_claim = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -66,7 +68,16 @@ class Recorder:
             entries = await streams.reconnecting(self._next_batch, what="results")
             if entries:
                 await self.record(entries, stop)
+            await self.trim_if_due()
             await self.purge_if_due()
+
+    async def trim_if_due(self) -> None:
+        """Results every group acknowledged are only memory now (the store has them): drop them."""
+        if time.monotonic() - self._last_trim < self.options.trim_every_s:
+            return
+        self._last_trim = time.monotonic()
+        for stream in self.result_streams:
+            await streams.reconnecting(partial(streams.trim_acknowledged, self.r, stream), what=stream)
 
     async def purge_if_due(self) -> None:
         """Apply the retention setting about once an hour: rows first, then their evidence files."""
@@ -156,13 +167,9 @@ class Recorder:
     async def _evidence(self, flagged: list[ResultMessage]) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
         for res in flagged:
-            jpeg = await streams.reconnecting(
-                partial(self.r.get, keys.original_frame(res.station_id, res.seq)), what="evidence"
-            )
-            if not isinstance(jpeg, bytes):
-                logger.error(
-                    "%s: original frame expired before recording; defect stored without image", res.id
-                )
+            jpeg = res.frame_jpeg
+            if not jpeg:
+                logger.error("%s: flagged result carries no frame; defect stored without image", res.id)
                 self.evidence_failures += 1
                 continue
             try:

@@ -267,6 +267,31 @@ async def lag(r: Redis, stream: str, group: str) -> int:
     )
 
 
+async def trim_acknowledged(r: Redis, stream: str) -> int:
+    """Drop entries every consumer group has acknowledged; returns how many went.
+
+    Entries older than each group's oldest pending entry (or, with none pending, than its last
+    delivered one) are done with. Trimming them keeps a stream without MAXLEN (recorded sources
+    never drop frames) from growing for ever; pending and undelivered entries are never touched,
+    so takeover and at-least-once delivery are unaffected. A stream without groups is left alone.
+    """
+    try:
+        groups = await r.xinfo_groups(stream)
+    except rex.ResponseError:  # no such stream yet
+        return 0
+    if not groups:
+        return 0
+    bounds = []
+    for info in groups:
+        pending = await r.xpending(stream, info["name"])
+        oldest = pending.get("min") if pending and pending.get("pending") else None
+        bounds.append(_id_pair(oldest or info["last-delivered-id"]))
+    ms, seq = min(bounds)
+    if (ms, seq) == (0, 0):
+        return 0
+    return int(await r.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
+
 def _estimate_lag(
     length: int, first: tuple[int, int] | None, last: tuple[int, int], delivered: tuple[int, int]
 ) -> int:

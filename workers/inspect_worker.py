@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pipeline import keys, streams
 from pipeline.evidence import encode_heatmap
 from pipeline.messages import FrameMessage, MessageError, ResultMessage
+from workers.frames import decode_frame
 from workers.inspector import InspectionResult, Inspector
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class WorkerOptions:
     claim_idle_ms: int = 15_000  # pending this long on a silent consumer -> taken over
     max_deliveries: int = 5  # then the frame goes to the dead-letter stream
     results_maxlen: int = 100_000  # results are consumed by the recorder; bound memory anyway
+    flagged_maxlen: int = 2_000  # flagged results carry the full frame: the explainer's backlog bound
     heartbeat_ttl_s: float = 10.0
 
 
@@ -157,14 +158,12 @@ class InspectWorker:
         for entry in entries:
             try:
                 msg = FrameMessage.from_fields(entry.fields)
-                try:
-                    image = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
-                except cv2.error:  # e.g. an empty payload: OpenCV asserts instead of returning None
-                    image = None
-                if image is None:
-                    raise MessageError("JPEG payload does not decode")
                 if msg.station_id not in self.inspectors:
                     raise MessageError(f"station {msg.station_id!r} is not configured on this worker")
+                size = self.inspectors[msg.station_id].stations[msg.station_id].image_size
+                image = decode_frame(msg.jpeg, msg.width, msg.height, size)
+                if image is None:
+                    raise MessageError("JPEG payload does not decode")
             except MessageError as e:
                 await streams.reconnecting(
                     partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, str(e)),
@@ -203,7 +202,7 @@ class InspectWorker:
         now = time.time()
         async with self.r.pipeline(transaction=False) as pipe:
             for (msg, image), res in zip(frames, results, strict=True):
-                # regions were found on the inspection-size JPEG; evidence shows the original frame
+                # regions were found on the reduced decode; evidence shows the original frame
                 sx, sy = msg.width / image.shape[1], msg.height / image.shape[0]
                 out = ResultMessage(
                     station_id=msg.station_id,
@@ -217,6 +216,7 @@ class InspectWorker:
                     heatmap_png=encode_heatmap(res.heatmap),
                     worker=self.name,
                     timings={k: round(v, 3) for k, v in res.timings.items()},
+                    frame_jpeg=msg.jpeg if res.flagged else b"",  # evidence and the explainer's image
                 )
                 fields: Any = out.to_fields()
                 pipe.xadd(
@@ -226,7 +226,7 @@ class InspectWorker:
                     pipe.xadd(
                         keys.flagged(msg.station_id),
                         fields,
-                        maxlen=self.options.results_maxlen,
+                        maxlen=self.options.flagged_maxlen,
                         approximate=True,
                     )
             await pipe.execute()

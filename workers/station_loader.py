@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from config.station import StationConfig
-from pipeline.capture import CaptureOptions, encode_jpeg, fit_longer_side
+from pipeline.capture import CaptureOptions, encode_jpeg
 from workers import bank_store
 from workers.backbones import load_backbone
 from workers.errors import WorkerError
+from workers.frames import decode_frame
 from workers.inspector import Inspector
 from workers.references import (
     DEFAULT_BANK_SIZE,
@@ -35,6 +35,9 @@ def bank_settings(station: StationConfig) -> dict:
         "scales": list(DEFAULT_SCALES),
         "max_bank": DEFAULT_BANK_SIZE,
         "min_area": station.regions.min_area,
+        # how references are prepared and the threshold derived: a change rebuilds cached banks
+        "preparation": "full-size-jpeg",
+        "calibration": "loo+synthetic-defects",
     }
 
 
@@ -44,10 +47,10 @@ def reference_files(station: StationConfig) -> list[Path]:
 
 
 def as_captured(image: np.ndarray, image_size: int) -> np.ndarray:
-    """A reference as the workers will see frames: resized like capture does, through the same JPEG."""
-    frame = fit_longer_side(image, image_size)
-    jpeg = np.frombuffer(encode_jpeg(frame, CaptureOptions().jpeg_quality), np.uint8)
-    decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    """A reference as the workers will see frames: JPEG-encoded like capture does, decoded like the
+    worker does (reduced for the inspection size)."""
+    jpeg = encode_jpeg(image, CaptureOptions().jpeg_quality)
+    decoded = decode_frame(jpeg, image.shape[1], image.shape[0], image_size)
     if decoded is None:  # an image we just encoded always decodes; fail loudly if not
         raise ValueError("reference could not be round-tripped through JPEG")
     return decoded

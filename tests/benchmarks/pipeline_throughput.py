@@ -31,13 +31,14 @@ import numpy as np
 
 from config.loader import load_station
 from pipeline import keys, streams
-from pipeline.capture import fit_longer_side
+from pipeline.capture import CaptureOptions, encode_jpeg
 from pipeline.demo_assets import DEMO_YAML, ensure_demo, write_video
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
 from pipeline.supervisor import linewatch_argv
 from tests.pipeline.test_end_to_end import run_pipeline
+from workers.frames import decode_frame
 
 
 def station_file(root: Path, frames: int, fps: float) -> Path:
@@ -62,7 +63,9 @@ def inspector_alone(path: Path, data_dir: Path, batch: int) -> float:
         ok, f = cap.read()
         if not ok:
             break
-        frames.append(fit_longer_side(f, station.model.image_size))
+        # as the worker gets them: the capture's JPEG, decoded reduced for the inspection size
+        jpeg = encode_jpeg(f, CaptureOptions().jpeg_quality)
+        frames.append(decode_frame(jpeg, f.shape[1], f.shape[0], station.model.image_size))
     insp.inspect([(station.id, f) for f in frames[:batch]])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(frames), batch):

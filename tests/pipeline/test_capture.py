@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.capture import CapturedFrame, CaptureOptions, StationCapture, fit_longer_side
+from pipeline.capture import CaptureOptions, StationCapture
 from pipeline.errors import SourceError
+from pipeline.messages import FrameMessage
 from pipeline.sources import FrameSource, ImageSequenceSource, StreamSource, make_source
 
 STEP = 20  # gray level between consecutive test frames: survives JPEG compression
@@ -119,8 +120,8 @@ class FakeCamera(FrameSource):
 
 async def collect(
     capture: StationCapture, delay: float = 0.0, limit: int | None = None
-) -> list[CapturedFrame]:
-    frames: list[CapturedFrame] = []
+) -> list[FrameMessage]:
+    frames: list[FrameMessage] = []
     async for frame in capture.frames():
         frames.append(frame)
         if limit is not None and len(frames) >= limit:
@@ -129,8 +130,8 @@ async def collect(
     return frames
 
 
-async def collect_for(capture: StationCapture, seconds: float) -> list[CapturedFrame]:
-    frames: list[CapturedFrame] = []
+async def collect_for(capture: StationCapture, seconds: float) -> list[FrameMessage]:
+    frames: list[FrameMessage] = []
 
     async def drain() -> None:
         async for frame in capture.frames():
@@ -154,52 +155,32 @@ async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
     states = States()
     options = CaptureOptions(queue_size=2, report_interval_s=0.1)
     capture = StationCapture(
-        "line-1", make_source(source), fps=120, image_size=32, start_seq=100, on_state=states, options=options
+        "line-1", make_source(source), fps=120, start_seq=100, on_state=states, options=options
     )
     async with capture:
         frames = await collect(capture, delay=0.03)  # far slower than the source
-    assert [marker(frame.message.jpeg) for frame in frames] == list(range(count))
-    assert [frame.message.seq for frame in frames] == list(range(100, 100 + count))
-    assert all(frame.message.id == f"line-1:{frame.message.seq}" for frame in frames)
+    assert [marker(frame.jpeg) for frame in frames] == list(range(count))
+    assert [frame.seq for frame in frames] == list(range(100, 100 + count))
+    assert all(frame.id == f"line-1:{frame.seq}" for frame in frames)
     final = states.reports[-1]
     assert (final["state"], final["frames"], final["dropped"]) == ("finished", count, 0)
     assert capture.next_seq == 100 + count
 
 
-async def test_frames_are_resized_for_inspection_and_kept_full_size_as_evidence(tmp_path: Path) -> None:
+async def test_frames_are_encoded_once_at_full_size(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", 2, size=(120, 160))
-    async with StationCapture("s", make_source(str(video)), fps=120, image_size=40) as capture:
+    async with StationCapture("s", make_source(str(video)), fps=120) as capture:
         frame = (await collect(capture))[0]
-    assert decode(frame.message.jpeg).shape == (30, 40, 3)
-    assert decode(frame.original_jpeg).shape == (120, 160, 3)
-    assert (frame.message.width, frame.message.height) == (160, 120)
-
-
-@pytest.mark.parametrize(
-    ("height", "width", "size", "expected"),
-    [
-        (480, 640, 320, (240, 320)),  # landscape: width becomes the size
-        (640, 480, 320, (320, 240)),  # portrait: height becomes the size
-        (100, 200, 320, (100, 200)),  # smaller than the size: never upscaled
-        (320, 320, 320, (320, 320)),
-        (333, 1000, 100, (33, 100)),
-    ],
-)
-def test_fit_longer_side_keeps_aspect_and_never_upscales(
-    height: int, width: int, size: int, expected: tuple[int, int]
-) -> None:
-    resized = fit_longer_side(np.zeros((height, width, 3), np.uint8), size)
-    assert resized.shape[:2] == expected
+    assert decode(frame.jpeg).shape == (120, 160, 3)
+    assert (frame.width, frame.height) == (160, 120)
 
 
 async def test_a_restarted_capture_continues_numbering(tmp_path: Path) -> None:
     folder = write_images(tmp_path / "frames", 3)
-    async with StationCapture("s", make_source(str(folder)), fps=120, image_size=32) as first:
-        seqs = [frame.message.seq for frame in await collect(first)]
-    async with StationCapture(
-        "s", make_source(str(folder)), fps=120, image_size=32, start_seq=first.next_seq
-    ) as second:
-        seqs += [frame.message.seq for frame in await collect(second)]
+    async with StationCapture("s", make_source(str(folder)), fps=120) as first:
+        seqs = [frame.seq for frame in await collect(first)]
+    async with StationCapture("s", make_source(str(folder)), fps=120, start_seq=first.next_seq) as second:
+        seqs += [frame.seq for frame in await collect(second)]
     assert seqs == [0, 1, 2, 3, 4, 5]
 
 
@@ -207,16 +188,16 @@ async def test_a_live_source_drops_the_oldest_frames_when_the_consumer_is_slow()
     camera = FakeCamera(interval=0.002)
     options = CaptureOptions(queue_size=2)
     ages: list[float] = []
-    async with StationCapture("s", camera, fps=120, image_size=32, options=options) as capture:
-        frames: list[CapturedFrame] = []
+    async with StationCapture("s", camera, fps=120, options=options) as capture:
+        frames: list[FrameMessage] = []
         async for frame in capture.frames():
-            ages.append(time.time() - frame.message.captured_at)
+            ages.append(time.time() - frame.captured_at)
             frames.append(frame)
             if len(frames) == 12:
                 break
             await asyncio.sleep(0.05)
         state = capture.state
-    seqs = [frame.message.seq for frame in frames]
+    seqs = [frame.seq for frame in frames]
     assert seqs == sorted(seqs)
     assert state["dropped"] > 0
     # dropping the newest would hand out frames that waited a whole consumer delay (50 ms)
@@ -231,7 +212,7 @@ async def test_frames_are_paced_to_the_station_fps(tmp_path: Path, kind: str) ->
     if kind == "recorded":
         source = make_source(str(write_images(tmp_path / "frames", 5)), loop=True)
     states = States()
-    async with StationCapture("s", source, fps=20, image_size=32, on_state=states, options=FAST) as capture:
+    async with StationCapture("s", source, fps=20, on_state=states, options=FAST) as capture:
         frames = await collect_for(capture, 1.0)
         fps = capture.state["fps"]
     assert 15 <= len(frames) <= 25
@@ -242,7 +223,7 @@ async def test_frames_are_paced_to_the_station_fps(tmp_path: Path, kind: str) ->
 async def test_a_camera_that_disappears_is_reconnected() -> None:
     camera = FakeCamera()
     states = States()
-    async with StationCapture("s", camera, fps=50, image_size=32, on_state=states, options=FAST) as capture:
+    async with StationCapture("s", camera, fps=50, on_state=states, options=FAST) as capture:
         drain = asyncio.create_task(collect(capture))
         await states.wait_for(lambda s: s["state"] == "online")
         camera.unplugged = True  # reads give nothing and reopening fails
@@ -267,7 +248,7 @@ async def test_a_camera_down_at_start_is_retried_with_capped_backoff_and_goes_of
         report_interval_s=0.1, retry_initial_s=0.05, retry_max_s=0.3, offline_after_s=0.4
     )
     started = time.monotonic()
-    async with StationCapture("s", camera, fps=10, image_size=32, on_state=states, options=options):
+    async with StationCapture("s", camera, fps=10, on_state=states, options=options):
         assert time.monotonic() - started < 0.2  # start() does not wait for a live camera
         offline = await states.wait_for(lambda s: s["state"] == "offline", timeout=2)
         while len(camera.open_times) < 6:
@@ -284,9 +265,7 @@ async def test_a_stalled_read_is_reported_while_it_hangs_and_then_reconnected() 
     camera = FakeCamera()
     states = States()
     options = CaptureOptions(report_interval_s=0.1, retry_initial_s=0.05, stall_timeout_s=0.2)
-    async with StationCapture(
-        "s", camera, fps=50, image_size=32, on_state=states, options=options
-    ) as capture:
+    async with StationCapture("s", camera, fps=50, on_state=states, options=options) as capture:
         drain = asyncio.create_task(collect(capture))
         await states.wait_for(lambda s: s["state"] == "online")
         camera.hang_once = 0.6
@@ -302,7 +281,7 @@ async def test_a_looping_video_renamed_away_and_back_is_reconnected(tmp_path: Pa
     away = tmp_path / "moved.avi"
     states = States()
     source = make_source(str(video), loop=True)
-    async with StationCapture("s", source, fps=100, image_size=32, on_state=states, options=FAST) as capture:
+    async with StationCapture("s", source, fps=100, on_state=states, options=FAST) as capture:
         drain = asyncio.create_task(collect(capture))
         await states.wait_for(lambda s: s["state"] == "online")
         video.rename(away)
@@ -317,11 +296,9 @@ async def test_a_corrupt_image_in_a_folder_is_skipped_and_counted(tmp_path: Path
     folder = write_images(tmp_path / "frames", 4)
     (folder / "frame_002.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
     states = States()
-    async with StationCapture(
-        "s", make_source(str(folder)), fps=120, image_size=32, on_state=states
-    ) as capture:
+    async with StationCapture("s", make_source(str(folder)), fps=120, on_state=states) as capture:
         frames = await collect(capture)
-    assert [marker(frame.message.jpeg) for frame in frames] == [0, 1, 3]
+    assert [marker(frame.jpeg) for frame in frames] == [0, 1, 3]
     assert states.reports[-1]["corrupt"] == 1
     assert states.reports[-1]["state"] == "finished"
 
@@ -349,7 +326,7 @@ async def test_an_unreadable_video_fails_at_start(tmp_path: Path) -> None:
     bad = tmp_path / "broken.avi"
     bad.write_bytes(b"not a video")
     states = States()
-    capture = StationCapture("s", make_source(str(bad)), fps=5, image_size=32, on_state=states)
+    capture = StationCapture("s", make_source(str(bad)), fps=5, on_state=states)
     with pytest.raises(SourceError, match=r"broken\.avi"):
         await capture.start()
     assert not [thread for thread in threading.enumerate() if thread.name == "capture-s"]
@@ -361,7 +338,7 @@ async def test_an_unreadable_video_fails_at_start(tmp_path: Path) -> None:
 )
 async def test_an_unreachable_camera_is_reported_and_retried(source: int | str, expected: str) -> None:
     states = States()
-    capture = StationCapture("s", make_source(source), fps=5, image_size=32, on_state=states, options=FAST)
+    capture = StationCapture("s", make_source(source), fps=5, on_state=states, options=FAST)
     async with capture:  # starts although the camera is not there: it may come up later
         lost = await states.wait_for(lambda s: s["state"] == "reconnecting")
     assert lost["live"] is True

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from config.loader import load_station
 from pipeline import keys, streams
-from pipeline.capture import CaptureOptions, encode_jpeg, fit_longer_side
+from pipeline.capture import CaptureOptions, encode_jpeg
 from pipeline.capture_role import run_capture
 from pipeline.demo_assets import DEMO_YAML, defect_of, render_part, write_video
 from pipeline.messages import SCHEMA_VERSION, FrameMessage, ResultMessage
@@ -138,8 +138,7 @@ def stored_seqs(store: Store, station_id: str) -> list[int]:
 def frame_fields(station_id: str, seq: int, index: int) -> dict[str, Any]:
     """Frame message fields for demo part ``index``, encoded the way capture encodes frames."""
     image, _ = render_part(1000 + index, defect_of(index))  # write_video's seeds
-    small = fit_longer_side(image, 320)
-    jpeg = encode_jpeg(small, CaptureOptions().jpeg_quality)
+    jpeg = encode_jpeg(image, CaptureOptions().jpeg_quality)
     return FrameMessage(station_id, seq, time.time(), jpeg, image.shape[1], image.shape[0]).to_fields()
 
 
@@ -342,7 +341,10 @@ async def test_poison_frames_are_dead_lettered_and_valid_ones_inspected(
 
 def result(station_id: str, seq: int, flagged: bool) -> ResultMessage:
     now = time.time()
-    return ResultMessage(station_id, seq, now - 0.1, now, 0.9 if flagged else 0.2, flagged, 100.0, worker="w")
+    frame = frame_jpeg() if flagged else b""  # the original frame the recorder saves as evidence
+    return ResultMessage(
+        station_id, seq, now - 0.1, now, 0.9 if flagged else 0.2, flagged, 100.0, worker="w", frame_jpeg=frame
+    )
 
 
 @pytest.mark.slow
@@ -376,8 +378,6 @@ async def test_database_outage_keeps_results_pending_until_committed(
         ids = set()
         for seq in [*seqs, *(extra or [])]:
             flagged = seq % 5 == 0
-            if flagged:  # the original frame the recorder saves as evidence
-                await r.set(keys.original_frame(station_id, seq), frame_jpeg(), ex=600)
             ids.add(await streams.add(r, results, result(station_id, seq, flagged).to_fields(), maxlen=None))
         return ids
 

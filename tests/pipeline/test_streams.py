@@ -41,6 +41,7 @@ from pipeline.streams import (
     lag,
     read_batch,
     reconnecting,
+    trim_acknowledged,
 )
 from tests.pipeline.redis_fixtures import RedisTarget  # the fixtures come through conftest.py
 
@@ -98,6 +99,33 @@ async def test_maxlen_trims_live_streams_and_none_never_trims(r: Redis, redis_ta
     assert await r.xlen(recorded) == 300
     newest: Any = await r.xrevrange(live, count=1)
     assert newest[0][1][b"seq"] == b"299"  # the oldest frames go, never the newest
+
+
+async def test_trim_acknowledged_keeps_pending_and_undelivered_entries(
+    r: Redis, redis_target: RedisTarget
+) -> None:
+    stream = redis_target.name("frames", "trim")
+    assert await trim_acknowledged(r, stream) == 0  # no stream yet
+    await add(r, stream, {"seq": 0}, maxlen=None)
+    assert await trim_acknowledged(r, stream) == 0  # no group: nobody has said what is done
+    await ensure_group(r, stream, GROUP)
+    ids = [await add(r, stream, {"seq": i}, maxlen=None) for i in range(1, 10)]
+    delivered = await read_batch(r, GROUP, "w1", [stream], count=6, block_ms=50)  # seq 0..5
+    await ack(r, GROUP, [delivered[i] for i in (0, 1, 2, 4)])  # seq 3 still pending
+
+    assert await trim_acknowledged(r, stream) == 3  # seq 0, 1, 2: older than the oldest pending
+    left: Any = await r.xrange(stream)
+    assert [f[b"seq"] for _, f in left] == [str(i).encode() for i in range(3, 10)]
+    # the pending one can still be taken over, the undelivered ones still be read
+    await asyncio.sleep(0.06)
+    claimed = await claim_stale(r, stream, GROUP, "w2", min_idle_ms=50, count=10)
+    assert [e.fields[b"seq"] for e in claimed] == [b"3", b"5"]
+    rest = await read_batch(r, GROUP, "w2", [stream], count=10, block_ms=50)
+    assert [e.id for e in rest] == ids[5:]
+
+    await ack(r, GROUP, [*claimed, *rest])  # all done: everything before the last delivered goes
+    assert await trim_acknowledged(r, stream) == 6
+    assert await r.xlen(stream) == 1
 
 
 async def test_claim_stale_takes_over_a_dead_consumer(r: Redis, redis_target: RedisTarget) -> None:
