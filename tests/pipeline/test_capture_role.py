@@ -1,0 +1,81 @@
+"""The capture role on a real Redis: a source that disappears and comes back shows in the state hash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from config.loader import load_station
+from pipeline import keys
+from pipeline.capture_role import run_capture
+from tests.pipeline.redis_fixtures import RedisTarget
+from tests.pipeline.test_capture import write_video
+
+
+def station_file(tmp_path: Path, station_id: str, video: Path) -> Path:
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    cv2.imwrite(str(refs / "normal.png"), np.full((48, 64, 3), 128, np.uint8))
+    path = tmp_path / "station.yaml"
+    path.write_text(
+        f"id: {station_id}\ncamera:\n  source: {video.name}\n  loop: true\n  fps: 20\n"
+        "product:\n  name: part\nreferences:\n  folder: refs\n"
+    )
+    return path
+
+
+async def state_of(r: Redis, station_id: str) -> dict[str, Any]:
+    raw: Any = await r.hgetall(keys.station_state(station_id))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+async def wait_state(
+    r: Redis, station_id: str, ok: Callable[[dict[str, Any]], bool], seen: list[str], timeout: float = 15
+) -> dict[str, Any]:
+    """Poll the state hash (as the dashboard does) until ``ok``; every state seen goes to ``seen``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        state = await state_of(r, station_id)
+        if state and (not seen or seen[-1] != state["state"]):
+            seen.append(state["state"])
+        if state and ok(state):
+            return state
+        await asyncio.sleep(0.02)
+    pytest.fail(f"state never satisfied the condition; states seen: {seen}")
+
+
+@pytest.mark.parametrize("redis_target", ["embedded", "external"], indirect=True)
+async def test_a_source_that_disappears_and_comes_back_is_reported_through_redis(
+    r: Redis, redis_target: RedisTarget, tmp_path: Path
+) -> None:
+    station_id = f"{redis_target.prefix}-cam"
+    video = write_video(tmp_path / "line.avi", 5)
+    station = load_station(station_file(tmp_path, station_id, video))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_capture(redis_target.url, [station], stop))
+    seen: list[str] = []
+    try:
+        await wait_state(r, station_id, lambda s: s["state"] == "online" and s["frames"] > 0, seen)
+        video.rename(tmp_path / "away.avi")
+        lost = await wait_state(r, station_id, lambda s: s["state"] == "reconnecting", seen)
+        before = await r.xlen(keys.frames(station_id))
+        (tmp_path / "away.avi").rename(video)
+        again = lambda s: s["state"] == "online" and s["reconnects"] >= 1  # noqa: E731
+        back = await wait_state(r, station_id, again, seen)
+        await asyncio.sleep(0.5)
+        assert await r.xlen(keys.frames(station_id)) > before  # frames flow again after the reconnect
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert str(video) in lost["last_error"]
+    assert seen[:3] == ["online", "reconnecting", "online"]
+    assert back["source"].endswith("line.avi")
