@@ -23,7 +23,8 @@ T = TypeVar("T")
 FieldValue = bytes | str | int | float
 
 SOCKET_TIMEOUT_S = 30.0  # must exceed any XREADGROUP BLOCK, or idle reads would look like outages
-HEALTH_CHECK_S = 15  # PING a pooled connection idle this long before reusing it
+HEALTH_CHECK_S = 15
+DEAD_LETTER_MAXLEN = 10_000  # newest dead letters kept per stream for inspection  # PING a pooled connection idle this long before reusing it
 # Errors that mean "Redis is away for now" (restart, network, loading its data), not "bad request".
 # BusyLoadingError is a redis ConnectionError; the built-in ones come from socket-level failures.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -320,7 +321,8 @@ def _bury(pipe: Any, group: str, entry: Entry, reason: str, deliveries: int) -> 
     """Queue copy-to-dead-letter, ack and count, in that order: a crash in between duplicates, never loses."""
     fields: dict[Any, Any] = dict(entry.fields)
     fields.update({b"error": reason, b"source_id": entry.id, b"deliveries": deliveries, b"group": group})
-    pipe.xadd(keys.dead_letter(entry.stream), fields)
+    # bounded: a source that sends garbage for days must not fill Redis; the counter keeps the total
+    pipe.xadd(keys.dead_letter(entry.stream), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
     pipe.xack(entry.stream, group, entry.id)
     pipe.hincrby(keys.counters(), counter_field("dead", entry.stream), 1)
 
