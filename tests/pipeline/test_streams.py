@@ -183,6 +183,25 @@ async def test_message_delivered_max_times_goes_to_dead_letter(r: Redis, redis_t
     assert (await counters(r))[counter_field("dead", stream)] == 1
 
 
+async def test_dead_letter_streams_are_bounded_but_counted(
+    r: Redis, redis_target: RedisTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.streams as streams_module
+
+    monkeypatch.setattr(streams_module, "DEAD_LETTER_MAXLEN", 10)
+    stream = redis_target.name("frames", "garbage")
+    await ensure_group(r, stream, GROUP)
+    for i in range(400):
+        await add(r, stream, {"seq": i}, maxlen=None)
+    for entry in await read_batch(r, GROUP, "w1", [stream], count=400, block_ms=50):
+        await dead_letter(r, stream, GROUP, entry, "garbage")
+    # "~" trims whole internal nodes (100 entries): about the newest 10, never all 400
+    assert 10 <= await r.xlen(keys.dead_letter(stream)) < 400
+    newest: Any = await r.xrevrange(keys.dead_letter(stream), count=1)
+    assert newest[0][1][b"seq"] == b"399"
+    assert (await counters(r))[counter_field("dead", stream)] == 400
+
+
 async def test_corrupt_message_is_dead_lettered(r: Redis, redis_target: RedisTarget) -> None:
     stream = redis_target.name("frames", "a")
     await ensure_group(r, stream, GROUP)
