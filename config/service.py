@@ -66,6 +66,14 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )
+    live_height: int = Field(
+        default=720, ge=144, le=2160, description="Live view video height in pixels (16:9; 720 = 1280x720)"
+    )
+    live_fps: float = Field(default=15.0, gt=0, le=60, description="Live view frames per second")
+    ice_servers: list[str] = Field(
+        default_factory=list,
+        description="STUN/TURN URLs for live video across networks (JSON list); none needed on a LAN",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -1,13 +1,15 @@
-"""Interim dashboard: station state, counts and the latest flagged defects from the real store.
+"""The dashboard: live WebRTC overlays per station, station state and counts, latest defects.
 
-The full dashboard (WebRTC live view, review queue, auth) is issue #6; this page shows only what
-the pipeline really recorded — no placeholder numbers.
+Everything shown comes from what the pipeline really recorded — no placeholder numbers. Still to
+come (issue #6): the review queue, history, station pages and authentication.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -16,16 +18,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.service import ServiceSettings
+from dashboards.live_page import LIVE_PAGE
+from dashboards.webrtc import LiveView, router
 from pipeline import keys, streams
 from pipeline.store.models import Defect
 from pipeline.store.store import Store
 
 
 def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]) -> FastAPI:
-    app = FastAPI(title="linewatch", version="0.1")
     store = Store.open(settings.effective_database_url)
     redis = streams.connect(redis_url, name="dashboard")
     data_dir = settings.data_dir.resolve()
+    live = LiveView(redis, station_ids, settings.live_height, settings.live_fps, settings.ice_servers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await live.shutdown()
+
+    app = FastAPI(title="linewatch", version="0.1", lifespan=lifespan)
+    app.include_router(router(live))
+    app.state.live = live
 
     async def states() -> dict[str, dict[str, Any]]:
         out = {}
@@ -61,14 +74,26 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
             raise HTTPException(status_code=404, detail="no such evidence file")
         return FileResponse(target)
 
+    @app.get("/parts/summary", response_class=HTMLResponse)
+    async def summary_part() -> str:
+        """The station table and latest defects, refreshed by the live page without a reload."""
+        return render_summary(store.station_summary(), await states(), latest_defects())
+
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
-        return render_page(store.station_summary(), await states(), latest_defects())
+        cards = "".join(
+            f"<article class=station data-station='{html.escape(sid)}'><h3>{html.escape(sid)} "
+            f"<span class=state>…</span></h3><video autoplay muted playsinline></video>"
+            f"<p class=last>waiting for inspections</p></article>"
+            for sid in station_ids
+        )
+        summary = render_summary(store.station_summary(), await states(), latest_defects())
+        return LIVE_PAGE.replace("{cards}", cards).replace("{summary}", summary)
 
     return app
 
 
-def render_page(summaries: list, live: dict[str, dict[str, Any]], defects: list[Defect]) -> str:
+def render_summary(summaries: list, live: dict[str, dict[str, Any]], defects: list[Defect]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(s.station_id)}</td><td>{html.escape(s.product)}</td>"
         f"<td class='{html.escape(str(live.get(s.station_id, {}).get('state', 'offline')))}'>"
@@ -86,24 +111,15 @@ def render_page(summaries: list, live: dict[str, dict[str, Any]], defects: list[
         for d in defects
         if d.heatmap_path
     )
-    return PAGE.format(
+    return SUMMARY.format(
         rows=rows or "<tr><td colspan=8>no station has reported yet</td></tr>",
         cards=cards or "<p>No flagged defects yet.</p>",
     )
 
 
-PAGE = """<!doctype html><html><head><meta charset=utf-8><title>linewatch</title>
-<meta http-equiv=refresh content=3>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#111;color:#eee}}
-table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px solid #333;text-align:left}}
-.online{{color:#4c4}}.reconnecting{{color:#fc4}}.offline,.finished{{color:#f55}}
-figure{{display:inline-block;margin:.4rem;width:300px}}img{{width:300px;border:1px solid #444}}
-figcaption{{font-size:.8rem;color:#bbb}}</style></head><body>
-<h1>linewatch</h1><h2>Stations</h2><table><tr><th>station</th><th>product</th><th>camera</th><th>fps</th>
+SUMMARY = """<h2>Stations</h2><table><tr><th>station</th><th>product</th><th>camera</th><th>fps</th>
 <th>inspected</th><th>flagged</th><th>to review</th><th>last frame</th></tr>{rows}</table>
-<h2>Latest flagged defects</h2>{cards}
-<p style="color:#888">Interim page; live WebRTC view and review queue arrive with issue #6.</p>
-</body></html>"""
+<h2>Latest flagged defects</h2>{cards}"""
 
 
 def dashboard_main(
