@@ -23,8 +23,8 @@ T = TypeVar("T")
 FieldValue = bytes | str | int | float
 
 SOCKET_TIMEOUT_S = 30.0  # must exceed any XREADGROUP BLOCK, or idle reads would look like outages
-HEALTH_CHECK_S = 15
-DEAD_LETTER_MAXLEN = 10_000  # newest dead letters kept per stream for inspection  # PING a pooled connection idle this long before reusing it
+HEALTH_CHECK_S = 15  # PING a pooled connection idle this long before reusing it
+DEAD_LETTER_MAXLEN = 10_000  # newest dead letters kept per stream for inspection
 # Errors that mean "Redis is away for now" (restart, network, loading its data), not "bad request".
 # BusyLoadingError is a redis ConnectionError; the built-in ones come from socket-level failures.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -92,11 +92,12 @@ class Viewer:
     pc: RTCPeerConnection
     frames: list[Any]
     events: list[dict[str, Any]]
+    tasks: list[asyncio.Task[None]]
 
 
 async def connect_viewer(url: str, station: str = STATION) -> Viewer:
     pc = RTCPeerConnection()
-    viewer = Viewer(pc, [], [])
+    viewer = Viewer(pc, [], [], [])
     pc.addTransceiver("video", direction="recvonly")
     channel = pc.createDataChannel("events")
     channel.on("message", lambda m: viewer.events.append(json.loads(m)))
@@ -107,7 +108,7 @@ async def connect_viewer(url: str, station: str = STATION) -> Viewer:
             while True:
                 viewer.frames.append(await track.recv())
 
-        asyncio.ensure_future(pull())
+        viewer.tasks.append(asyncio.ensure_future(pull()))
 
     await pc.setLocalDescription(await pc.createOffer())
     async with httpx.AsyncClient() as client:
