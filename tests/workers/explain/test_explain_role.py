@@ -24,7 +24,7 @@ from tests.pipeline.redis_fixtures import RedisTarget, r, redis_target
 from tests.workers.explain.chat_server import ChatServer, Reply
 from tests.workers.explain.conftest import flagged_result, frame_jpeg, region
 from workers.explain.backends.openai import OpenAIBackend
-from workers.explain.role import ExplainOptions, Explainer
+from workers.explain.role import Explainer, ExplainOptions
 
 __all__ = ["r", "redis_target"]
 
