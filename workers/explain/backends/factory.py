@@ -54,17 +54,12 @@ def build_backends(
         cfg = s.explainer
         if not cfg.enabled:
             continue
-        key = (
-            cfg.backend,
-            cfg.model,
-            cfg.base_url,
-            cfg.api_key_env,
-            cfg.timeout_s,
-            cfg.max_retries,
-            cfg.concurrency,
-            cfg.max_new_tokens,
-            cfg.json_mode,
-        )
+        # a local model is loaded once whatever the stations' other settings; a server is shared
+        # by the stations that talk to it the same way
+        key: tuple[object, ...] = (cfg.backend, cfg.model)
+        if cfg.backend == "openai":
+            key += (cfg.base_url, cfg.api_key_env, cfg.timeout_s, cfg.max_retries, cfg.concurrency)
+            key += (cfg.max_new_tokens, cfg.json_mode)
         if key not in shared:
             shared[key] = build_backend(cfg, settings, device)
         out[s.id] = shared[key]
