@@ -26,7 +26,7 @@ from pipeline.store.store import Store
 from tests.pipeline.test_end_to_end import make_station
 from tests.workers.explain.chat_server import ChatServer, running_chat_server
 from workers.explain.backends.factory import build_backends
-from workers.explain.role import ExplainOptions, Explainer
+from workers.explain.role import Explainer, ExplainOptions
 from workers.inspect_worker import InspectWorker
 from workers.station_loader import load_inspectors
 
