@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.errors import ConfigError, ConfigProblem
@@ -63,6 +63,11 @@ class ServiceSettings(BaseSettings):
         le=3650,
         description="Inspections, defects and evidence files older than this are deleted; unset = keep all",
     )
+    explainer_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key for OpenAI-compatible explainer servers (stations may name another "
+        "variable with explainer.api_key_env); never written to YAML or logs",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )
@@ -84,7 +89,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"{value} exists and is not a folder")
         return value
 
-    @field_validator("redis_url", "database_url", mode="before")
+    @field_validator("redis_url", "database_url", "explainer_api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # "LINEWATCH_REDIS_URL=" in a compose file means "not set", not "an empty URL"

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from config.base import StrictModel
+from config.explainer import ExplainerSettings
 
 DEFAULT_DESCRIPTION = (
     "This is a photo of a {name} for anomaly detection, which should be without any damage, "
@@ -167,3 +168,4 @@ class StationConfig(StrictModel):
     model: ModelSettings = ModelSettings()
     references: ReferenceSettings
     regions: RegionSettings = RegionSettings()
+    explainer: ExplainerSettings = ExplainerSettings()

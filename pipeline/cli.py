@@ -75,6 +75,12 @@ def _worker(args, settings, stations) -> int:
     return worker_main(settings, stations, args.device, args.claim_idle_ms, args.batch_size, args.max_wait_ms)
 
 
+def _explain(args, settings, stations) -> int:
+    from pipeline.roles import explain_main
+
+    return explain_main(settings, stations, args.device)
+
+
 def _recorder(args, settings, stations) -> int:
     from pipeline.roles import recorder_main
 
@@ -136,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--batch-size", type=_positive_int, default=16, help="frames per inspection batch")
     worker.add_argument(
         "--max-wait-ms", type=_positive_int, default=30, help="how long a partial batch waits for more frames"
+    )
+    explain = _role_parser(sub, "explain", "LLM verdicts on flagged frames, one per defect episode", _explain)
+    explain.add_argument(
+        "--device", default=None, help="transformers backend: cpu, cuda or cuda:N (default LINEWATCH_DEVICE)"
     )
     _role_parser(sub, "recorder", "results from Redis into the SQL store", _recorder)
     status = _role_parser(sub, "status", "state of stations, streams and processes", _status)

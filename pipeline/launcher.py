@@ -27,13 +27,22 @@ def worker_devices(device: str) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
-def children(config_args: list[str], settings: ServiceSettings, host: str, port: int) -> list[Child]:
+def children(
+    config_args: list[str],
+    settings: ServiceSettings,
+    host: str,
+    port: int,
+    stations: list[StationConfig] | None = None,
+) -> list[Child]:
+    """The roles to supervise; the explainer only when a station enables one."""
     common = [*config_args, "--data-dir", str(settings.data_dir)]
     kids = [Child("capture", linewatch_argv("capture", *common))]
     kids += [
         Child(f"worker-{d}", linewatch_argv("worker", *common, "--device", d))
         for d in worker_devices(settings.device)
     ]
+    if any(s.explainer.enabled for s in stations or []):
+        kids.append(Child("explain", linewatch_argv("explain", *common)))
     kids.append(Child("recorder", linewatch_argv("recorder", *common)))
     kids.append(Child("dashboard", linewatch_argv("dashboard", *common, "--host", host, "--port", str(port))))
     return kids
@@ -57,7 +66,7 @@ def launch(
         if not config:
             config_args = ["--config", str(settings.data_dir / "demo" / "station.yaml")]
         print_banner(settings, stations, env.get("LINEWATCH_REDIS_URL", settings.redis_url or ""), host, port)
-        asyncio.run(Supervisor(children(config_args, settings, host, port), env).run())
+        asyncio.run(Supervisor(children(config_args, settings, host, port, stations), env).run())
     finally:
         if embedded is not None:
             embedded.stop()

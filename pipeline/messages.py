@@ -118,3 +118,54 @@ class ResultMessage:
             if isinstance(e, MessageError):
                 raise
             raise MessageError(f"malformed result message: {e}") from e
+
+
+#: what a verdict says about the LLM's part; the store keeps the same words in ``verdict_status``
+VERDICT_KINDS = ("ok", "unparsed", "skipped", "failed", "episode")
+
+
+@dataclass(frozen=True)
+class VerdictMessage:
+    """The explainer's verdict on one flagged frame (payload of ``verdicts:{station}``).
+
+    ``status``: ok (validated JSON answer), unparsed (the model's text kept in ``raw``), skipped
+    (never asked; ``note`` says why, e.g. "backlog"), failed (the server kept failing; ``note``
+    holds the error), episode (same defect episode as frame ``episode_seq``, whose verdict stands
+    for this one). ``episode_seq`` is the frame explained for this frame's episode.
+    """
+
+    station_id: str
+    seq: int
+    status: str
+    episode_seq: int
+    explained_at: float
+    anomaly: bool | None = None
+    location: str | None = None
+    defect_type: str | None = None
+    description: str | None = None
+    confidence: float | None = None
+    raw: str | None = None
+    note: str | None = None
+    model: str = ""
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in VERDICT_KINDS:
+            raise MessageError(f"verdict status {self.status!r} is not one of {', '.join(VERDICT_KINDS)}")
+
+    @property
+    def id(self) -> str:
+        return frame_id(self.station_id, self.seq)
+
+    def to_fields(self) -> dict[str, bytes | str | int | float]:
+        return {"v": SCHEMA_VERSION, "meta": json.dumps(asdict(self))}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> VerdictMessage:
+        _check_version(fields, "verdict")
+        try:
+            return cls(**json.loads(_get(fields, "meta")))
+        except (ValueError, TypeError) as e:
+            if isinstance(e, MessageError):
+                raise
+            raise MessageError(f"malformed verdict message: {e}") from e

@@ -14,6 +14,7 @@ from pipeline.evidence import EvidenceError, write_evidence
 from pipeline.messages import MessageError, ResultMessage
 from pipeline.store.errors import StoreUnavailable
 from pipeline.store.store import BadResult, Store
+from pipeline.verdict_recording import VerdictRecording
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,18 @@ class Recorder:
         data_dir: Path,
         name: str = "recorder",
         options: RecorderOptions | None = None,
+        explained: set[str] | frozenset[str] = frozenset(),
     ) -> None:
+        """``explained``: the stations with an explainer, whose verdict streams are recorded too."""
         self.r = redis
         self.store = store
         self.data_dir = data_dir
         self.name = name
         self.options = options or RecorderOptions()
         self.result_streams = [keys.results(s) for s in station_ids]
+        self.verdict_streams = [keys.verdicts(s) for s in station_ids if s in explained]
+        self.unexplained = frozenset(station_ids) - frozenset(explained)
+        self.verdicts = VerdictRecording(redis, store)
         self.recorded = 0
         self.evidence_failures = 0
         self._last_purge = 0.0
@@ -56,7 +62,7 @@ class Recorder:
         self._last_claim = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        for stream in self.result_streams:
+        for stream in self.result_streams + self.verdict_streams:
             await streams.reconnecting(
                 partial(streams.ensure_group, self.r, stream, keys.RECORD_GROUP), what=stream
             )
@@ -68,6 +74,7 @@ class Recorder:
             entries = await streams.reconnecting(self._next_batch, what="results")
             if entries:
                 await self.record(entries, stop)
+            await self.verdicts.retry_if_due()
             await self.trim_if_due()
             await self.purge_if_due()
 
@@ -76,7 +83,7 @@ class Recorder:
         if time.monotonic() - self._last_trim < self.options.trim_every_s:
             return
         self._last_trim = time.monotonic()
-        for stream in self.result_streams:
+        for stream in self.result_streams + self.verdict_streams:
             await streams.reconnecting(partial(streams.trim_acknowledged, self.r, stream), what=stream)
 
     async def purge_if_due(self) -> None:
@@ -111,21 +118,37 @@ class Recorder:
         due = now - self._last_claim >= o.claim_idle_ms / 4000
         if due:
             self._last_claim = now
-        for stream in self.result_streams if due else []:
+        for stream in self.result_streams + self.verdict_streams if due else []:
             claimed = await streams.claim_stale(
                 self.r, stream, keys.RECORD_GROUP, self.name, o.claim_idle_ms, o.batch_size
             )
+            claimed = [e for e in claimed if not self.verdicts.holds(e.id)]  # waiting here already
             entries += (
                 await streams.dead_letter_if_exhausted(
                     self.r, stream, keys.RECORD_GROUP, claimed, o.max_deliveries
                 )
             )[0]
         entries += await streams.read_batch(
-            self.r, keys.RECORD_GROUP, self.name, self.result_streams, o.batch_size, o.block_ms
+            self.r,
+            keys.RECORD_GROUP,
+            self.name,
+            self.result_streams + self.verdict_streams,
+            o.batch_size,
+            o.block_ms,
         )
         return entries
 
     async def record(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
+        """Store results (and evidence), then the verdicts of the same batch: they may need those rows."""
+        verdict_streams = set(self.verdict_streams)
+        verdicts = [e for e in entries if e.stream in verdict_streams]
+        await self._record_results([e for e in entries if e.stream not in verdict_streams], stop)
+        if verdicts:
+            await self.verdicts.record(verdicts)
+
+    async def _record_results(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
+        if not entries:
+            return
         results, good = [], []
         for entry in entries:
             try:
@@ -149,7 +172,7 @@ class Recorder:
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self.store.record, results, evidence)
+                await asyncio.to_thread(self.store.record, results, evidence, self.unexplained)
                 return True
             except StoreUnavailable as e:
                 logger.warning(

@@ -73,8 +73,15 @@ def recorder_main(settings: ServiceSettings, stations: list[StationConfig]) -> i
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="recorder")
         options = RecorderOptions(retention_days=settings.retention_days)
+        explained = {s.id for s in stations if s.explainer.enabled}
         rec = Recorder(
-            r, store, [s.id for s in stations], settings.data_dir, process_name("recorder"), options
+            r,
+            store,
+            [s.id for s in stations],
+            settings.data_dir,
+            process_name("recorder"),
+            options,
+            explained=explained,
         )
         await rec.run(stop)
         await r.aclose()
@@ -106,5 +113,31 @@ def worker_main(
         r = streams.connect(redis_url(settings), name="worker")
         await InspectWorker(r, inspectors, process_name("worker"), options).run(stop)
         await r.aclose()
+
+    return serve(main)
+
+
+def explain_main(settings: ServiceSettings, stations: list[StationConfig], device: str | None) -> int:
+    """The explainer for the stations that enable one; exits 2 with a message when none does."""
+    from pipeline import streams
+    from pipeline.errors import PipelineError
+    from workers.explain.backends.factory import build_backends
+    from workers.explain.role import Explainer
+
+    explained = [s for s in stations if s.explainer.enabled]
+    if not explained:
+        raise PipelineError(
+            "no station enables an explainer (explainer.backend is none everywhere); see docs/explainer.md"
+        )
+    backends = build_backends(explained, settings, device or settings.device)  # models load once, here
+
+    async def main(stop: asyncio.Event) -> None:
+        r = streams.connect(redis_url(settings), name="explain")
+        try:
+            await Explainer(r, explained, backends, process_name("explain")).run(stop)
+        finally:
+            for backend in {id(b): b for b in backends.values()}.values():
+                await backend.close()
+            await r.aclose()
 
     return serve(main)

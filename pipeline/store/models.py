@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-VERDICT_STATUSES = ("pending", "ok", "unparsed", "skipped", "none")
+VERDICT_STATUSES = ("pending", "ok", "unparsed", "skipped", "none", "failed", "episode")
 REVIEW_STATES = ("unreviewed", "confirmed", "rejected")
 ROLES = ("viewer", "operator", "admin")
 
@@ -149,6 +149,13 @@ class Defect(Base):
     verdict_description: Mapped[str | None] = mapped_column(Text)
     verdict_confidence: Mapped[float | None] = mapped_column(Float)
     verdict_raw: Mapped[str | None] = mapped_column(Text)
+    # the frame whose LLM verdict stands for this one (itself, or the head of its defect episode)
+    verdict_episode_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # detector and LLM agree (the LLM also sees an anomaly); None while there is no LLM verdict
+    verdict_agrees: Mapped[bool | None] = mapped_column(Boolean)
+    verdict_note: Mapped[str | None] = mapped_column(Text)  # why skipped/failed/unparsed
+    verdict_model: Mapped[str | None] = mapped_column(String(200))
+    verdict_at: Mapped[datetime | None]
 
     review_state: Mapped[str] = mapped_column(String(16), default="unreviewed")
     defect_type: Mapped[str | None] = mapped_column(String(100))

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, Table, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pipeline.messages import ResultMessage
+from pipeline.messages import ResultMessage, VerdictMessage
 from pipeline.store.engine import make_engine, translated_errors, writer
 from pipeline.store.errors import StoreError
 from pipeline.store.models import VERDICT_STATUSES, Defect, Inspection, Review, Station, utcnow
@@ -134,12 +134,17 @@ class Store:
             )
 
     def record(
-        self, results: Sequence[ResultMessage], evidence: dict[str, tuple[str, str]] | None = None
+        self,
+        results: Sequence[ResultMessage],
+        evidence: dict[str, tuple[str, str]] | None = None,
+        unexplained: Iterable[str] = (),
     ) -> RecordOutcome:
         """Store a batch of results in one transaction; a frame already stored is skipped.
 
         ``evidence`` maps a frame id ``station:seq`` to (evidence_path, heatmap_path), relative to
-        the data dir; a flagged frame without an entry gets a defect without files. Unknown
+        the data dir; a flagged frame without an entry gets a defect without files. Defects of the
+        ``unexplained`` stations (explainer backend none) get verdict status "none", the others
+        "pending" until the explainer's verdict arrives. Unknown
         stations are created with their id as name, so a result never fails on a missing station.
         Raises BadResult (before writing anything) for a result with non-finite numbers.
         """
@@ -157,42 +162,31 @@ class Store:
                     stmt = _insert(session, Inspection.__table__).values(chunk)
                     stmt = stmt.on_conflict_do_nothing(index_elements=["station_id", "seq"])
                     inserted += len(session.execute(stmt.returning(Inspection.id)).all())
-                defects = _insert_defects(session, [r for r in unique if r.flagged], evidence)
+                flagged = [r for r in unique if r.flagged]
+                defects = _insert_defects(session, flagged, evidence, frozenset(unexplained))
         return RecordOutcome(inserted=inserted, duplicates=len(results) - inserted, defects=defects)
 
-    def set_verdict(
-        self,
-        station_id: str,
-        seq: int,
-        *,
-        status: str,
-        anomaly: bool | None = None,
-        location: str | None = None,
-        defect_type: str | None = None,
-        description: str | None = None,
-        confidence: float | None = None,
-        raw: str | None = None,
-    ) -> bool:
-        """Store the explainer's verdict on a defect; False when the defect is not recorded yet.
+    def set_verdicts(self, verdicts: Sequence[VerdictMessage]) -> list[VerdictMessage]:
+        """Store explainer verdicts on their defects in one transaction; returns those without a defect.
 
-        A verdict can overtake its result (two streams, two consumers): on False the caller
-        leaves the verdict un-acked and retries. Setting the same verdict twice is harmless.
+        A verdict can overtake its result (two streams, two consumers): the caller keeps the
+        returned ones un-acked and tries again later. Setting the same verdict twice is harmless.
+        Agreement: the detector flagged every defect, so the two agree when the LLM answered
+        (status ok) that there is an anomaly; without an LLM answer agreement is unknown (None).
         """
-        if status not in VERDICT_STATUSES:
-            raise ValueError(f"verdict status {status!r} is not one of {', '.join(VERDICT_STATUSES)}")
-        values: dict[str, Any] = {
-            "verdict_status": status,
-            "verdict_anomaly": anomaly,
-            "verdict_location": location,
-            "verdict_defect_type": defect_type,
-            "verdict_description": description,
-            "verdict_confidence": confidence,
-            "verdict_raw": raw,
-        }
-        with self._transaction(f"saving the verdict on {station_id}:{seq}", write=True) as session:
-            stmt = update(Defect).where(Defect.station_id == station_id, Defect.seq == seq).values(values)
-            matched = session.execute(stmt.returning(Defect.id)).all()
-        return bool(matched)
+        if not verdicts:
+            return []
+        waiting = []
+        with self._transaction(f"saving {len(verdicts)} verdicts", write=True) as session:
+            for v in verdicts:
+                stmt = (
+                    update(Defect)
+                    .where(Defect.station_id == v.station_id, Defect.seq == v.seq)
+                    .values(_verdict_values(v))
+                )
+                if not session.execute(stmt.returning(Defect.id)).all():
+                    waiting.append(v)
+        return waiting
 
     def purge_older_than(self, days: float, *, now: datetime | None = None) -> PurgeOutcome:
         """Delete inspections captured more than ``days`` ago, with their defects and reviews.
@@ -271,6 +265,26 @@ class Store:
         ]
 
 
+def _verdict_values(v: VerdictMessage) -> dict[str, Any]:
+    if v.status not in VERDICT_STATUSES:
+        raise ValueError(f"verdict status {v.status!r} is not one of {', '.join(VERDICT_STATUSES)}")
+    confidence = v.confidence if v.confidence is None or math.isfinite(v.confidence) else None
+    return {
+        "verdict_status": v.status,
+        "verdict_anomaly": v.anomaly,
+        "verdict_location": v.location,
+        "verdict_defect_type": v.defect_type,
+        "verdict_description": v.description,
+        "verdict_confidence": confidence,
+        "verdict_raw": v.raw,
+        "verdict_episode_seq": v.episode_seq,
+        "verdict_agrees": bool(v.anomaly) if v.status == "ok" and v.anomaly is not None else None,
+        "verdict_note": v.note,
+        "verdict_model": v.model or None,
+        "verdict_at": _timestamp(v.id, "explained_at", v.explained_at),
+    }
+
+
 def _insert(session: Session, table: Table | Any) -> Any:
     """INSERT with ON CONFLICT support for the session's dialect (SQLite and PostgreSQL only)."""
     name = session.get_bind().dialect.name
@@ -330,7 +344,10 @@ def _position_words(regions: list[dict[str, Any]]) -> str:
 
 
 def _insert_defects(
-    session: Session, flagged: list[ResultMessage], evidence: dict[str, tuple[str, str]]
+    session: Session,
+    flagged: list[ResultMessage],
+    evidence: dict[str, tuple[str, str]],
+    unexplained: frozenset[str],
 ) -> int:
     """Defects for flagged frames that have none yet (new ones, or a retry of a half-done batch)."""
     by_station: dict[str, dict[int, ResultMessage]] = {}
@@ -357,7 +374,7 @@ def _insert_defects(
                     "regions": result.regions,
                     "position_words": _position_words(result.regions),
                     "score": result.score,
-                    "verdict_status": "pending",
+                    "verdict_status": "none" if station_id in unexplained else "pending",
                     "review_state": "unreviewed",
                 }
             )

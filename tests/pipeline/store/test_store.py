@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pipeline.messages import VerdictMessage
 from pipeline.store import RecordOutcome, Store
 from pipeline.store.models import Defect, Inspection, Review, Station
 from pipeline.store.store import BadResult
@@ -113,22 +114,62 @@ def test_unknown_station_is_created_and_later_filled_in(store: Store, result: Re
         assert session.get_one(Station, "line-9").updated_at == first_update
 
 
+def _verdict(seq: int, status: str = "ok", **fields: object) -> VerdictMessage:
+    return VerdictMessage(
+        station_id="line-1", seq=seq, status=status, episode_seq=fields.pop("episode_seq", seq),
+        explained_at=T0 + seq + 1, model="tiny-vlm", **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
 def test_verdict_lands_on_its_defect(store: Store, result: ResultFactory) -> None:
-    assert not store.set_verdict("line-1", 2, status="ok", anomaly=True)  # result not recorded yet
+    early = _verdict(2, anomaly=True)
+    assert store.set_verdicts([early]) == [early]  # result not recorded yet: the caller retries
     store.record([result(seq=2, flagged=True)], EVIDENCE)
 
-    assert store.set_verdict(
-        "line-1", 2, status="ok", anomaly=True, location="top left", defect_type="crack",
+    verdict = _verdict(
+        2, anomaly=True, location="top left", defect_type="crack",
         description="A crack near the top left edge.", confidence=0.8, raw='{"anomaly": true}',
     )  # fmt: skip
+    assert store.set_verdicts([verdict]) == []
+    assert store.set_verdicts([verdict]) == []  # redelivered: harmless
 
     (defect,) = _defects(store)
     assert defect.verdict_status == "ok"
     assert defect.verdict_anomaly is True
+    assert defect.verdict_agrees is True  # the detector flagged it and the LLM sees an anomaly too
     assert (defect.verdict_location, defect.verdict_defect_type) == ("top left", "crack")
     assert defect.verdict_confidence == pytest.approx(0.8)
-    with pytest.raises(ValueError, match="verdict status"):
-        store.set_verdict("line-1", 2, status="maybe")
+    assert (defect.verdict_model, defect.verdict_episode_seq) == ("tiny-vlm", 2)
+    assert defect.verdict_at == datetime.fromtimestamp(T0 + 3, UTC)
+
+
+def test_both_verdicts_and_their_disagreement_are_kept(store: Store, result: ResultFactory) -> None:
+    store.record([result(seq=s, flagged=True) for s in (2, 3, 4, 5)], EVIDENCE)
+    store.set_verdicts(
+        [
+            _verdict(2, anomaly=False, location="", defect_type="none", description="ok", confidence=0.6),
+            _verdict(3, "episode", episode_seq=2, note="same defect episode as frame 2"),
+            _verdict(4, "unparsed", raw="I think it is fine", note="invalid answer twice"),
+            _verdict(5, "skipped", note="skipped: backlog"),
+        ]
+    )
+    rows = {d.seq: d for d in _defects(store)}
+    assert (rows[2].score, rows[2].verdict_anomaly, rows[2].verdict_agrees) == (0.8, False, False)
+    assert (rows[3].verdict_status, rows[3].verdict_episode_seq, rows[3].verdict_agrees) == (
+        "episode",
+        2,
+        None,
+    )
+    assert (rows[4].verdict_status, rows[4].verdict_raw) == ("unparsed", "I think it is fine")
+    assert (rows[5].verdict_status, rows[5].verdict_note) == ("skipped", "skipped: backlog")
+
+
+def test_defects_of_stations_without_explainer_say_none(store: Store, result: ResultFactory) -> None:
+    store.record([result(seq=2, flagged=True), result("line-2", seq=2, flagged=True)], unexplained={"line-2"})
+    assert {d.station_id: d.verdict_status for d in _defects(store)} == {
+        "line-1": "pending",
+        "line-2": "none",
+    }
 
 
 def test_purge_removes_old_rows_and_returns_their_files(store: Store, result: ResultFactory) -> None:
