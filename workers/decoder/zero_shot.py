@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +82,7 @@ class ZeroShotDecoder(nn.Module):
         maps = []
         for level, projection in zip(feats, self.projections, strict=True):
             b, _, h, w = level.shape
-            weight: torch.Tensor = projection.proj
+            weight = cast(PatchProjection, projection).proj
             tokens = level.flatten(2).transpose(1, 2).to(weight.dtype)  # (B, h*w, C)
             maps.append(anomaly_probability(projection(tokens), self.text).view(b, 1, h, w))
         return maps
