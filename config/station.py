@@ -214,7 +214,8 @@ class StationConfig(StrictModel):
     product: ProductClass
     model: ModelSettings = ModelSettings()
     references: ReferenceSettings | None = Field(
-        default=None, description="Normal reference images (required unless model.mode is zero-shot)"
+        default=None,
+        description="Normal reference images; required for modes few-shot and both, optional for zero-shot",
     )
     regions: RegionSettings = RegionSettings()
 
@@ -222,12 +223,11 @@ class StationConfig(StrictModel):
     def _bank_needs_references(self) -> StationConfig:
         # zero-shot alone can start from text; the memory bank of few-shot/both cannot
         if self.references is None and self.model.mode != "zero-shot":
-            message = (
-                f"required key is missing: mode {self.model.mode!r} builds a memory bank from normal "
-                "reference images (only mode zero-shot can run without references)"
+            # reported like any missing key (file, line of the parent, the field's description)
+            error = PydanticCustomError(
+                "missing", "references are required for mode {mode}", {"mode": self.model.mode}
             )
-            error = PydanticCustomError("value_error", "{error}", {"error": message})
             raise ValidationError.from_exception_data(
-                "StationConfig", [InitErrorDetails(type=error, loc=("references",), input=None)]
+                "StationConfig", [InitErrorDetails(type=error, loc=("references",), input={})]
             )
         return self

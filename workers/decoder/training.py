@@ -171,6 +171,7 @@ def train_decoder(settings: TrainSettings, progress: bool = True) -> TrainingRes
     if state.optimizer is not None:
         trainer.optimizer.load_state_dict(state.optimizer)
     log = loss_log_path(settings.out)
+    log.parent.mkdir(parents=True, exist_ok=True)
     if state.epochs_done == 0:
         log.write_text("epoch,loss,seconds\n")
     todo = max(0, settings.epochs - state.epochs_done)

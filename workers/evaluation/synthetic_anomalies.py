@@ -119,6 +119,8 @@ TRAINING_KINDS = ("poisson", "texture")
 #: this on average (0-255 scale, largest channel): NSA's rule that the label follows what the blend
 #: actually altered, not the pasted shape
 BLEND_CHANGE = 8
+#: fewer changed pixels than a 4x4 square is no anomaly worth learning from: draw again
+MIN_MASK_PIXELS = 16
 
 
 def synthesize_training(
@@ -139,7 +141,7 @@ def synthesize_training(
             out, mask = poisson_patch(image, donors[int(rng.integers(len(donors)))], rng, unit)
         else:
             out, mask = texture_patch(image, rng, unit)
-        if mask.sum() >= 4:
+        if mask.sum() >= MIN_MASK_PIXELS:
             return out, mask
     raise ValueError(f"could not place a visible {kind} anomaly on a {w}x{h} image")
 
