@@ -183,11 +183,16 @@ def _absolute(path: Path, base: Path) -> Path:
 
 def _resolve_paths(station: StationConfig, base: Path) -> StationConfig:
     # relative paths mean "next to this YAML file", whatever the working directory of the process
-    references = station.references.model_copy(update={"folder": _absolute(station.references.folder, base)})
+    references = station.references
+    if references is not None:
+        references = references.model_copy(update={"folder": _absolute(references.folder, base)})
+    model = station.model
+    if model.decoder is not None:
+        model = model.model_copy(update={"decoder": _absolute(model.decoder, base)})
     camera = station.camera
     if isinstance(camera.source, str) and not looks_like_url(camera.source):
         camera = camera.model_copy(update={"source": str(_absolute(Path(camera.source), base))})
-    return station.model_copy(update={"references": references, "camera": camera})
+    return station.model_copy(update={"references": references, "camera": camera, "model": model})
 
 
 def _check_files(loaded: _Loaded, raw: object, base: Path) -> None:
@@ -201,6 +206,11 @@ def _check_files(loaded: _Loaded, raw: object, base: Path) -> None:
         message = _references_problem(_absolute(Path(folder), base))
         if message:
             loaded.problem(message, "references.folder", show(folder))
+    decoder = _raw_value(raw, "model", "decoder")
+    if isinstance(decoder, str) and decoder.strip() and "model.decoder" not in flagged:
+        path = _absolute(Path(decoder), base)
+        if not path.is_file():
+            loaded.problem(f"decoder file not found: {path}", "model.decoder", show(decoder))
     raw_source = _raw_value(raw, "camera", "source")
     if "camera.source" in flagged or raw_source is None:
         return

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from config.base import StrictModel
 from config.explainer import ExplainerSettings
@@ -91,8 +92,40 @@ class ProductClass(StrictModel):
         description="Image description given to the explainer; defaults to AnomalyGPT's template",
     )
 
+    normal_states: tuple[str, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Extra phrases for a good part, added to the built-in ones for zero-shot "
+        "('{}' stands for the name), e.g. 'evenly textured {}'",
+    )
+    abnormal_states: tuple[str, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Extra phrases for a defective part, added to the built-in ones for zero-shot "
+        "('{}' stands for the name), e.g. '{} with a crack'",
+    )
+
     def image_description(self) -> str:
         return self.description or DEFAULT_DESCRIPTION.format(name=self.name)
+
+    @field_validator("normal_states", "abnormal_states")
+    @classmethod
+    def _check_phrases(cls, phrases: tuple[str, ...]) -> tuple[str, ...]:
+        for phrase in phrases:
+            check_state_phrase(phrase)
+        return tuple(p.strip() for p in phrases)
+
+
+def check_state_phrase(phrase: str) -> str:
+    """A state phrase is short text with at most one '{}' (the product name) and no other braces."""
+    if not phrase.strip() or len(phrase) > 120:
+        raise ValueError(f"state phrase {phrase!r} must be 1 to 120 characters")
+    if phrase.count("{}") > 1 or "{" in phrase.replace("{}", "") or "}" in phrase.replace("{}", ""):
+        raise ValueError(
+            f"state phrase {phrase!r} may hold '{{}}' once (it stands for the product name) "
+            "and no other braces"
+        )
+    return phrase
 
 
 class ModelSettings(StrictModel):
@@ -114,6 +147,19 @@ class ModelSettings(StrictModel):
         default="few-shot", description="few-shot memory bank, zero-shot text decoder, or both"
     )
 
+    decoder: Path | None = Field(
+        default=None,
+        description="Decoder checkpoint from `linewatch train-decoder` for zero-shot/both (relative "
+        "to the YAML file); left out, the CLIP model's own projection is used",
+    )
+
+    @field_validator("decoder", mode="before")
+    @classmethod
+    def _decoder_not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():  # Path("") would mean the YAML's folder
+            raise ValueError("must not be empty; leave the key out to use the default projection")
+        return value
+
     @model_validator(mode="after")
     def _zero_shot_needs_text(self) -> ModelSettings:
         # only CLIP backbones have a text encoder; the others would fail at worker start-up
@@ -122,6 +168,8 @@ class ModelSettings(StrictModel):
                 f"mode {self.mode!r} needs an open_clip: backbone (packaged: and hf: backbones "
                 "have no text encoder); use mode: few-shot"
             )
+        if self.mode == "few-shot" and self.decoder is not None:
+            raise ValueError("decoder is only used in mode zero-shot or both; remove it or change the mode")
         return self
 
 
@@ -166,6 +214,22 @@ class StationConfig(StrictModel):
     camera: CameraSource
     product: ProductClass
     model: ModelSettings = ModelSettings()
-    references: ReferenceSettings
+    references: ReferenceSettings | None = Field(
+        default=None,
+        description="Normal reference images; required for modes few-shot and both, optional for zero-shot",
+    )
     regions: RegionSettings = RegionSettings()
     explainer: ExplainerSettings = ExplainerSettings()
+
+    @model_validator(mode="after")
+    def _bank_needs_references(self) -> StationConfig:
+        # zero-shot alone can start from text; the memory bank of few-shot/both cannot
+        if self.references is None and self.model.mode != "zero-shot":
+            # reported like any missing key (file, line of the parent, the field's description)
+            error = PydanticCustomError(
+                "missing", "references are required for mode {mode}", {"mode": self.model.mode}
+            )
+            raise ValidationError.from_exception_data(
+                "StationConfig", [InitErrorDetails(type=error, loc=("references",), input={})]
+            )
+        return self

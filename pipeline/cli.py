@@ -34,6 +34,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo_command(args)
 
 
+def _cmd_train_decoder(args: argparse.Namespace) -> int:
+    from workers.decoder.training import TrainSettings, loss_log_path, train_decoder
+    from workers.errors import WorkerError
+
+    settings = TrainSettings(
+        normal=list(args.normal),
+        backbone=args.backbone,
+        out=args.out,
+        epochs=args.epochs,
+        product=args.product,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    try:
+        result = train_decoder(settings)
+    except (WorkerError, ValueError) as e:  # known failures: say what, no traceback
+        print(f"linewatch train-decoder: {e}", file=sys.stderr)
+        return 2
+    last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+    print(f"decoder saved to {args.out} (last epoch loss {last}; log {loss_log_path(args.out)})")
+    return 0
+
+
 def _with_stations(role: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
     """Resolve settings and stations once; configuration errors print as file:line messages."""
 
@@ -162,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    train = sub.add_parser(
+        "train-decoder", help="train the zero-shot decoder's projections on synthetic anomalies"
+    )
+    train.add_argument("--normal", nargs="+", type=Path, required=True, help="folder(s) of normal images")
+    train.add_argument("--backbone", required=True, help="open_clip:MODEL/PRETRAINED (as in the station)")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
+    train.add_argument("--epochs", type=_positive_int, default=20, help="passes over the normal images")
+    train.add_argument("--product", default="object", help="product name for the prompts, e.g. 'bottle'")
+    train.add_argument("--batch-size", type=_positive_int, default=8)
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
+    train.set_defaults(func=_cmd_train_decoder)
 
     demo = sub.add_parser("demo", help="offline accuracy demo on generated parts (no pipeline)")
     demo.add_argument("--data-dir", type=Path, default=None, help="where demo data is written")

@@ -7,12 +7,16 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file, save_file
 
 from workers.calibration import Calibration
 from workers.memory_bank import MemoryBank
 from workers.station_model import StationModel
+
+if TYPE_CHECKING:
+    from workers.decoder.zero_shot import ZeroShotDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,10 @@ def bank_path(data_dir: Path, station_id: str, key: str) -> Path:
 def save(model: StationModel, path: Path, key: str, settings: dict) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written bank."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"level{i}": lv.float().cpu().contiguous() for i, lv in enumerate(model.bank.levels)}
+    # zero-shot stations with references store only their calibration (no level tensors); the
+    # decoder is rebuilt from its checkpoint and prompts at every start, which is cheap
+    levels = model.bank.levels if model.bank is not None else []
+    tensors = {f"level{i}": lv.float().cpu().contiguous() for i, lv in enumerate(levels)}
     meta = {
         "format_version": str(FORMAT_VERSION),
         "key": key,
@@ -51,7 +58,7 @@ def save(model: StationModel, path: Path, key: str, settings: dict) -> None:
     tmp.replace(path)
 
 
-def load(path: Path) -> StationModel:
+def load(path: Path, decoder: ZeroShotDecoder | None = None) -> StationModel:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -60,10 +67,11 @@ def load(path: Path) -> StationModel:
     levels = [tensors[f"level{i}"] for i in range(len(tensors))]
     return StationModel(
         station_id=meta["station_id"],
-        bank=MemoryBank(levels),
+        bank=MemoryBank(levels) if levels else None,
         calibration=Calibration.from_dict(json.loads(meta["calibration"])),
         image_size=int(meta["image_size"]),
         min_area=float(meta["min_area"]),
+        decoder=decoder,
     )
 
 
@@ -73,13 +81,18 @@ def load_or_build(
     settings: dict,
     reference_files: list[Path],
     build: Callable[[], StationModel],
+    decoder: ZeroShotDecoder | None = None,
 ) -> StationModel:
-    """The saved model when its key still matches; otherwise build, save, and remove stale files."""
+    """The saved model when its key still matches; otherwise build, save, and remove stale files.
+
+    ``decoder`` is attached to a loaded model; ``settings`` must then identify it (checkpoint and
+    prompts), since the saved calibration was computed with it.
+    """
     key = bank_key(station_id, settings, reference_files)
     path = bank_path(data_dir, station_id, key)
     if path.is_file():
         try:
-            return load(path)
+            return load(path, decoder)
         except Exception as e:  # a corrupt file is rebuilt, not fatal
             logger.warning("station %s: bank %s unreadable (%s); rebuilding", station_id, path, e)
     model = build()

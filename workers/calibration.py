@@ -99,3 +99,10 @@ def calibrate(
         normal_level=float(loo_pixel_median),
         normal_scores=tuple(float(s) for s in scores),
     )
+
+
+#: the rule for zero-shot stations without references, where nothing normal can be scored: flag
+#: where the decoder's own decision says "abnormal", i.e. where the abnormal-state probability
+#: (averaged over levels, smoothed, maximum over the frame) reaches one half. With the normal level
+#: at 0 the normalised score is that probability itself.
+PROBABILITY_CALIBRATION = Calibration(threshold=0.5, normal_level=0.0, normal_scores=())

@@ -19,3 +19,7 @@ class ReferenceImagesError(WorkerError, ValueError):
 
 class DatasetError(WorkerError, ValueError):
     """An evaluation dataset is not in the expected (MVTec-AD) layout."""
+
+
+class DecoderError(WorkerError, ValueError):
+    """A zero-shot decoder checkpoint that is missing, unreadable or made for another backbone."""

@@ -85,16 +85,28 @@ class Inspector:
 
     @torch.inference_mode()
     def raw_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
-        """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device."""
-        feats = self.embedder(images)
-        level_maps = model.bank.distance_maps(feats)
-        if self.self_reference > 0:
-            level_maps = [
-                torch.minimum(m, 1.0 - self_similarity(f, self.self_reference).to(m.dtype))
-                for m, f in zip(level_maps, feats, strict=True)
-            ]
-        maps = fuse_levels(level_maps, (images.shape[-2], images.shape[-1]))
-        return gaussian_blur(maps.float(), self.sigma)
+        """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device.
+
+        One backbone pass feeds both the memory bank and the zero-shot decoder. In mode ``both``
+        the two fused maps are added, as AnomalyGPT adds its decoder and memory-bank maps (and
+        APRIL-GAN its zero- and few-shot maps): a patch is as anomalous as the sum of the two
+        views says. Calibration is always done on this final map, so the scales need no matching.
+        """
+        size = (images.shape[-2], images.shape[-1])
+        levels = self.backbone(images)
+        maps = []
+        if model.bank is not None:
+            feats = self.embedder.describe(levels)
+            level_maps = model.bank.distance_maps(feats)
+            if self.self_reference > 0:
+                level_maps = [
+                    torch.minimum(m, 1.0 - self_similarity(f, self.self_reference).to(m.dtype))
+                    for m, f in zip(level_maps, feats, strict=True)
+                ]
+            maps.append(fuse_levels(level_maps, size).float())
+        if model.decoder is not None:
+            maps.append(fuse_levels(model.decoder(levels), size).float())
+        return gaussian_blur(sum(maps[1:], maps[0]), self.sigma)
 
     def inspect(self, items: Sequence[tuple[str, np.ndarray]]) -> list[InspectionResult]:
         """Inspect (station_id, BGR frame) pairs; results come back in the same order."""

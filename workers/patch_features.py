@@ -24,8 +24,12 @@ class PatchEmbedder(nn.Module):
         self.pool = pool
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.describe(self.backbone(images))
+
+    def describe(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Descriptors from raw backbone maps: lets one backbone pass feed the bank and the decoder."""
         out = []
-        for feats in self.backbone(images):
+        for feats in levels:
             if self.pool > 1:
                 feats = F.avg_pool2d(
                     feats, self.pool, stride=1, padding=self.pool // 2, count_include_pad=False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,6 +18,9 @@ from workers.inspector import Inspector, inspection_shape
 from workers.localization import image_scores
 from workers.memory_bank import MemoryBank, greedy_coreset
 from workers.station_model import StationModel
+
+if TYPE_CHECKING:
+    from workers.decoder.zero_shot import ZeroShotDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +77,20 @@ def build_station_model(
     augment: bool = True,
     scales: Sequence[float] = DEFAULT_SCALES,
     max_bank: int | None = DEFAULT_BANK_SIZE,
+    decoder: ZeroShotDecoder | None = None,
+    bank: bool = True,
 ) -> StationModel:
-    """Bank of all reference views, threshold from scoring each reference against the others."""
+    """Bank of all reference views, threshold from scoring each reference against the others.
+
+    With a ``decoder`` the map also holds the zero-shot part (mode both); with ``bank=False``
+    there is no bank (mode zero-shot) and the references only calibrate the threshold.
+    """
     if not references:
         raise ReferenceImagesError(f"station {station_id}: no reference images")
+    if not bank:
+        if decoder is None:
+            raise ValueError("a station model without a bank needs a decoder")
+        return _zero_shot_model(inspector, station_id, references, image_size, min_area, decoder)
     if 1.0 not in scales:
         raise ValueError(f"reference scales must include 1.0, got {tuple(scales)}")
     per_ref = [_embed_views(inspector, ref, image_size, augment, scales) for ref in references]
@@ -88,16 +102,45 @@ def build_station_model(
             per_ref = [per_ref[0] + _embed_views(inspector, references[0], image_size, True, (1.0,))[1:]]
         owners = list(range(len(per_ref[0])))
         held_out = [0]
-    bank, bank_owners = _bank([v for ref in per_ref for v in ref], owners, max_bank)
-    calibration = _calibrate(inspector, references, bank, bank_owners, held_out, image_size)
+    memory, bank_owners = _bank([v for ref in per_ref for v in ref], owners, max_bank)
+    calibration = _calibrate(inspector, references, memory, bank_owners, held_out, image_size, decoder)
     logger.info(
-        "station %s: bank %s patches from %d references, threshold %.4f",
+        "station %s: bank %s patches from %d references%s, threshold %.4f",
         station_id,
-        bank.sizes,
+        memory.sizes,
         len(references),
+        " plus zero-shot decoder" if decoder is not None else "",
         calibration.threshold,
     )
-    return StationModel(station_id, bank, calibration, image_size, min_area)
+    return StationModel(station_id, memory, calibration, image_size, min_area, decoder)
+
+
+def _zero_shot_model(
+    inspector: Inspector,
+    station_id: str,
+    references: Sequence[np.ndarray],
+    image_size: int,
+    min_area: float,
+    decoder: ZeroShotDecoder,
+) -> StationModel:
+    """Zero-shot with references: nothing of them is in the model, so each is scored as it is, like
+    a normal frame, and the threshold follows from those scores as in few-shot."""
+    model = StationModel(station_id, None, _PLACEHOLDER, image_size, min_area, decoder)
+    placed = model.to(inspector.device, inspector.dtype)
+    scores, medians = [], []
+    for image in references:
+        shape = inspection_shape(image.shape[:2], image_size, inspector.backbone)
+        maps = inspector.raw_maps(inspector.to_tensor([image], shape), placed)
+        scores.append(float(image_scores(maps)[0]))
+        medians.append(float(maps.median()))
+    calibration = calibrate(np.array(scores), float(np.median(medians)))
+    logger.info(
+        "station %s: zero-shot, threshold %.4f from %d references",
+        station_id,
+        calibration.threshold,
+        len(scores),
+    )
+    return StationModel(station_id, None, calibration, image_size, min_area, decoder)
 
 
 def _embed_views(
@@ -138,6 +181,7 @@ def _calibrate(
     owners: list[torch.Tensor],
     held_out: list[int],
     image_size: int,
+    decoder: ZeroShotDecoder | None = None,
 ) -> Calibration:
     """Score held-out references, plain and with synthetic defects, against the bank without
     their own patches.
@@ -149,9 +193,9 @@ def _calibrate(
     rng = np.random.default_rng(0)  # the same references always give the same threshold
     for i in held_out:
         image = references[i] if len(references) > 1 else references[0]
-        bank_i = MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)])
-        tmp = StationModel(
-            "calibration", bank_i.to(inspector.device, inspector.dtype), _PLACEHOLDER, image_size, 0.0
+        held_bank = MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)])
+        tmp = StationModel("calibration", held_bank, _PLACEHOLDER, image_size, 0.0, decoder).to(
+            inspector.device, inspector.dtype
         )
         donors = [r for j, r in enumerate(references) if j != i] or [image[::-1, ::-1].copy()]
         # the held-out reference itself (normal) and the same image with synthetic defects drawn on

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,6 +13,8 @@ from config.station import StationConfig
 from pipeline.capture import CaptureOptions, encode_jpeg
 from workers import bank_store
 from workers.backbones import load_backbone
+from workers.calibration import PROBABILITY_CALIBRATION
+from workers.decoder.prompts import PromptSet
 from workers.errors import WorkerError
 from workers.frames import decode_frame
 from workers.inspector import Inspector
@@ -21,13 +25,22 @@ from workers.references import (
     list_reference_files,
     read_images,
 )
+from workers.station_model import StationModel
+
+if TYPE_CHECKING:
+    from workers.decoder.zero_shot import ZeroShotDecoder
 
 logger = logging.getLogger(__name__)
 
 
-def bank_settings(station: StationConfig) -> dict:
-    """Everything a station's bank depends on besides its reference images (part of the cache key)."""
-    return {
+def bank_settings(station: StationConfig, decoder_id: dict | None = None) -> dict:
+    """Everything a station's bank depends on besides its reference images (part of the cache key).
+
+    ``decoder_id`` (modes zero-shot/both) names the checkpoint and prompts: the saved calibration
+    was computed with them. Few-shot keys stay as they were, so existing banks remain valid.
+    """
+    assert station.references is not None  # callers only ask for stations with references
+    settings = {
         "backbone": station.model.backbone,
         "image_size": station.model.image_size,
         "k": station.references.k,
@@ -39,10 +52,26 @@ def bank_settings(station: StationConfig) -> dict:
         "preparation": "full-size-jpeg",
         "calibration": "loo+synthetic-defects",
     }
+    if station.model.mode != "few-shot":
+        settings.update({"mode": station.model.mode, "decoder": decoder_id})
+    return settings
+
+
+def station_prompts(station: StationConfig) -> PromptSet:
+    product = station.product
+    return PromptSet.for_product(product.name, product.normal_states, product.abnormal_states)
+
+
+def decoder_identity(station: StationConfig) -> dict:
+    """What the decoder's maps depend on: checkpoint contents and prompts."""
+    checkpoint = station.model.decoder
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] if checkpoint else "clip-projection"
+    return {"checkpoint": digest, "prompts": station_prompts(station).to_json()}
 
 
 def reference_files(station: StationConfig) -> list[Path]:
     """The first k reference images of the folder, by name (deterministic across workers)."""
+    assert station.references is not None
     return list_reference_files(station.references.folder)[: station.references.k]
 
 
@@ -59,32 +88,55 @@ def as_captured(image: np.ndarray, image_size: int) -> np.ndarray:
 def load_inspectors(stations: list[StationConfig], data_dir: Path, device: str) -> dict[str, Inspector]:
     """station id -> Inspector holding its model; stations sharing a backbone share one Inspector."""
     by_backbone: dict[str, Inspector] = {}
+    texts: dict[str, Any] = {}  # backbone spec -> TextFeatureCache
     out: dict[str, Inspector] = {}
     for station in stations:
-        if station.model.mode != "few-shot":
-            # refuse rather than silently run few-shot: the text decoder is not built yet
-            raise WorkerError(
-                f"station {station.id}: model.mode {station.model.mode!r} needs the zero-shot decoder, "
-                "which this version does not have yet; use mode: few-shot"
-            )
         spec = station.model.backbone
         if spec not in by_backbone:
             by_backbone[spec] = Inspector(load_backbone(spec), device=device)
         insp = by_backbone[spec]
-        files = reference_files(station)
+        decoder = None
+        if station.model.mode != "few-shot":
+            # imported here: few-shot-only workers never load the text side
+            from workers.decoder.builder import build_decoder
+            from workers.decoder.text_features import TextFeatureCache
 
-        def build(station: StationConfig = station, insp: Inspector = insp, files: list[Path] = files):
-            return build_station_model(
-                insp,
-                station.id,
-                [as_captured(img, station.model.image_size) for img in read_images(files)],
-                station.model.image_size,
-                station.regions.min_area,
-                augment=station.references.augment,
+            texts.setdefault(spec, TextFeatureCache())
+            decoder = build_decoder(
+                insp.backbone, station_prompts(station), station.model.decoder, texts[spec]
             )
-
-        model = bank_store.load_or_build(data_dir, station.id, bank_settings(station), files, build)
-        insp.add_station(model)
+        insp.add_station(station_model(station, insp, decoder, data_dir))
         out[station.id] = insp
-        logger.info("station %s ready on %s (%s)", station.id, insp.device, spec)
+        logger.info("station %s ready on %s (%s, %s)", station.id, insp.device, spec, station.model.mode)
     return out
+
+
+def station_model(
+    station: StationConfig, insp: Inspector, decoder: ZeroShotDecoder | None, data_dir: Path
+) -> StationModel:
+    """The station's model: from the bank cache when references exist, else zero-shot by text alone."""
+    settings = station.model
+    if station.references is None:  # only mode zero-shot validates without references
+        if decoder is None:
+            raise WorkerError(f"station {station.id}: mode {settings.mode!r} needs references")
+        logger.info("station %s: no references; flagging where P(abnormal) >= 0.5", station.id)
+        return StationModel(
+            station.id, None, PROBABILITY_CALIBRATION, settings.image_size, station.regions.min_area, decoder
+        )
+    refs = station.references
+    files = reference_files(station)
+
+    def build() -> StationModel:
+        return build_station_model(
+            insp,
+            station.id,
+            [as_captured(img, settings.image_size) for img in read_images(files)],
+            settings.image_size,
+            station.regions.min_area,
+            augment=refs.augment,
+            decoder=decoder,
+            bank=settings.mode != "zero-shot",
+        )
+
+    key = bank_settings(station, decoder_identity(station) if decoder is not None else None)
+    return bank_store.load_or_build(data_dir, station.id, key, files, build, decoder)

@@ -3,8 +3,14 @@
     python -m tests.benchmarks.inspector_throughput                       # CPU, packaged backbone
     python -m tests.benchmarks.inspector_throughput --random-open-clip ViT-L-14-336 --device cuda
 
+    # issue 4's cost check: zero-shot decoder on top of few-shot, batch 32, ViT-L-14-336 fp16 (GPU)
+    python -m tests.benchmarks.inspector_throughput --random-open-clip ViT-L-14-336 --device cuda \
+        --batch 32 --mode both
+
 ``--random-open-clip`` builds the open_clip model with random weights (speed only; never for
-accuracy). The frames are BGR uint8 at the inspection resolution, as capture delivers them.
+accuracy). With ``--mode zero-shot|both`` the same frames are also timed in few-shot mode and
+``decoder_overhead`` is the extra per-frame cost relative to few-shot. The frames are BGR uint8
+at the inspection resolution, as capture delivers them.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -50,6 +57,16 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     refs = [rng.integers(0, 255, (*shape, 3), dtype=np.uint8) for _ in range(args.k)]
     insp.add_station(build_station_model(insp, "bench", refs, size, 0.001, max_bank=args.max_bank))
+    if args.mode != "few-shot":
+        from workers.decoder.builder import build_decoder
+        from workers.decoder.prompts import PromptSet
+
+        decoder = build_decoder(backbone, PromptSet.for_product("part"))
+        few = insp.stations["bench"]
+        mode = replace(
+            few, station_id="mode", decoder=decoder, bank=few.bank if args.mode == "both" else None
+        )
+        insp.add_station(mode)
     frames = [("bench", rng.integers(0, 255, (*shape, 3), dtype=np.uint8)) for _ in range(args.batch)]
     x = insp.to_tensor([f for _, f in frames], shape)
 
@@ -60,6 +77,15 @@ def run(args: argparse.Namespace) -> dict:
     with torch.inference_mode():
         bare = timed(lambda: insp.backbone(x), args.iters, sync)
     full = timed(lambda: insp.inspect(frames), args.iters, sync)
+    extra = {}
+    if args.mode != "few-shot":
+        mode_frames = [("mode", f) for _, f in frames]
+        with_decoder = timed(lambda: insp.inspect(mode_frames), args.iters, sync)
+        extra = {
+            "mode": args.mode,
+            "mode_fps": args.batch / with_decoder,
+            "decoder_overhead": with_decoder / full - 1.0,
+        }
     return {
         "backbone": backbone.spec,
         "device": str(insp.device),
@@ -72,6 +98,7 @@ def run(args: argparse.Namespace) -> dict:
         "ratio": bare / full,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
+        **extra,
     }
 
 
@@ -85,12 +112,20 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--max-bank", type=int, default=1024)
+    p.add_argument(
+        "--mode", choices=("few-shot", "zero-shot", "both"), default="few-shot", help="also time this mode"
+    )
     r = run(p.parse_args())
     print(json.dumps(r, indent=2))
     print(
         f"Inspector {r['inspector_fps']:.1f} frames/s vs bare backbone {r['bare_fps']:.1f} img/s: "
         f"ratio {r['ratio']:.2f}"
     )
+    if "decoder_overhead" in r:
+        print(
+            f"mode {r['mode']}: {r['mode_fps']:.1f} frames/s, "
+            f"{100 * r['decoder_overhead']:+.1f}% per frame vs few-shot"
+        )
 
 
 if __name__ == "__main__":

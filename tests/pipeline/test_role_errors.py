@@ -25,18 +25,3 @@ def test_worker_with_missing_clip_weights_explains_how_to_provide_them(tmp_path:
     assert proc.returncode == 2
     assert "open_clip:ViT-B-16/openai" in proc.stderr and "weights" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_zero_shot_mode_is_refused_until_the_decoder_exists(tmp_path: Path) -> None:
-    import pytest
-
-    from config.loader import load_station
-    from workers.errors import WorkerError
-    from workers.station_loader import load_inspectors
-
-    station_file = ensure_demo(tmp_path)
-    zs = station_file.with_name("zs.yaml")
-    text = station_file.read_text().replace("packaged:efficientnet-lite0", "open_clip:ViT-B-16/openai")
-    zs.write_text(text.replace("mode: few-shot", "mode: zero-shot"))
-    with pytest.raises(WorkerError, match="zero-shot"):
-        load_inspectors([load_station(zs)], tmp_path, "cpu")

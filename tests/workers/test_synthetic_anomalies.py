@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from workers.evaluation.synthetic import make_part
-from workers.evaluation.synthetic_anomalies import KINDS, synthesize
+from workers.evaluation.synthetic_anomalies import (
+    KINDS,
+    TRAINING_KINDS,
+    poisson_patch,
+    synthesize,
+    synthesize_training,
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -35,3 +41,35 @@ def test_unknown_kind_is_named() -> None:
     image, _ = make_part(1)
     with pytest.raises(ValueError, match="unknown synthetic anomaly 'dent'"):
         synthesize(image, [image], np.random.default_rng(0), "dent")
+
+
+@pytest.mark.parametrize("kind", TRAINING_KINDS)
+@pytest.mark.parametrize("seed", range(6))
+def test_training_anomaly_masks_are_the_pasted_change(kind: str, seed: int) -> None:
+    image, _ = make_part(seed, size=(96, 96))
+    donor, _ = make_part(seed + 100, size=(96, 96))
+    out, mask = synthesize_training(image, [donor], np.random.default_rng(seed), kind)
+    assert out.shape == image.shape and out.dtype == np.uint8 and mask.shape == image.shape[:2]
+    assert 0 < mask.mean() < 0.3
+    diff = np.abs(out.astype(int) - image.astype(int)).max(axis=2)
+    assert (diff[~mask] == 0).all()  # nothing changed outside the mask
+    assert mask.sum() >= 16 and diff[mask].mean() > 8  # inside: visibly changed
+    ys, xs = np.nonzero(mask)  # one pasted place, not scattered specks
+    assert np.ptp(ys) < 0.5 * 96 and np.ptp(xs) < 0.5 * 96
+
+
+def test_poisson_blend_keeps_the_targets_brightness_at_the_border() -> None:
+    image = np.full((96, 96, 3), 100, np.uint8)
+    donor = np.random.default_rng(0).integers(150, 255, (96, 96, 3)).astype(np.uint8)
+    out, mask = poisson_patch(image, donor, np.random.default_rng(1), 96.0)
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~mask
+    # a cut-paste would put the donor's ~200 next to the target's 100; Poisson matches the edge
+    assert abs(float(out[ring].mean()) - 100) < 1 and float(out[mask].mean()) < 150
+
+
+def test_validation_kinds_are_unchanged_by_the_training_kinds() -> None:
+    assert KINDS == ("patch", "blob", "line")
+    with pytest.raises(ValueError, match="unknown synthetic anomaly 'poisson'"):
+        synthesize(make_part(1)[0], [make_part(2)[0]], np.random.default_rng(0), "poisson")
+    with pytest.raises(ValueError, match="unknown training anomaly 'blob'"):
+        synthesize_training(make_part(1)[0], [make_part(2)[0]], np.random.default_rng(0), "blob")

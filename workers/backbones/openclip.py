@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,21 @@ def shared_tag_settings(name: str) -> dict[str, Any]:
     return shared
 
 
+def weights_fingerprint(clip: nn.Module) -> str:
+    """A short digest of the image tower's output projection and class token, taken at load time.
+
+    It tells weights apart however they were named (a tag or a file path), so a decoder trained
+    on one CLIP is never applied to another of the same architecture. Taken before the Inspector
+    casts to fp16, so the same weights give the same digest on every device.
+    """
+    visual: Any = clip.visual
+    h = hashlib.sha256()
+    for tensor in (visual.proj, visual.class_embedding):
+        if tensor is not None:
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class OpenClipBackbone(Backbone):
     """An open_clip CLIP model whose ViT patch tokens after 4 evenly spaced blocks become maps."""
 
@@ -162,6 +178,7 @@ class OpenClipBackbone(Backbone):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._tokenizer: Any = None
+        self.fingerprint = weights_fingerprint(clip)
         self.eval().requires_grad_(False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ def _int_list(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0, got {text!r}")
     return values
 
 
@@ -30,7 +30,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="MVTec-AD layout root")
     parser.add_argument("--category", action="append", help="category to evaluate (repeatable)")
     parser.add_argument("--backbone", default="packaged:efficientnet-lite0", help="backbone spec")
-    parser.add_argument("--k", type=_int_list, default=[1, 4], help="reference counts, e.g. 1,4,16")
+    parser.add_argument(
+        "--k",
+        type=_int_list,
+        default=None,
+        help="reference counts, e.g. 1,4,16 (default 1,4; zero-shot: 0 = no references, the default)",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="reference draws per k")
     parser.add_argument("--image-size", type=int, default=None, help="inspection size (longer side)")
     parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
@@ -49,5 +54,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default="test",
         help="test: the labelled test set; validation: held-out normal training images and synthetic "
         "anomalies on others (no test labels: use it to choose settings)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("few-shot", "zero-shot", "both"),
+        default="few-shot",
+        help="few-shot memory bank, zero-shot text decoder (open_clip backbones), or both maps added",
+    )
+    parser.add_argument(
+        "--decoder", type=Path, default=None, help="decoder checkpoint from train-decoder (zero-shot/both)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

@@ -1,4 +1,4 @@
-"""``linewatch eval``: few-shot accuracy on an MVTec-AD-layout dataset, mean ± std over reference draws."""
+"""``linewatch eval``: few-shot, zero-shot or combined accuracy on an MVTec-AD-layout dataset, over draws."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from workers.backbones import load_backbone
+from workers.calibration import PROBABILITY_CALIBRATION
 from workers.errors import DatasetError, WorkerError
 from workers.evaluation.dataset import (
     Category,
@@ -30,6 +32,10 @@ from workers.evaluation.metrics import compute_metrics
 from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
 from workers.references import DEFAULT_BANK_SIZE, DEFAULT_SCALES, build_station_model, read_images
+from workers.station_model import StationModel
+
+if TYPE_CHECKING:
+    from workers.decoder.zero_shot import ZeroShotDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +53,35 @@ class EvalSettings:
     max_bank: int = DEFAULT_BANK_SIZE
     split: str = "test"
     seed: int = 0
+    mode: str = "few-shot"
+    decoder: Path | None = None
 
 
 def evaluate_draw(
-    inspector: Inspector, cat: Category, refs: list[Path], cfg: EvalSettings
+    inspector: Inspector,
+    cat: Category,
+    refs: list[Path],
+    cfg: EvalSettings,
+    decoder: ZeroShotDecoder | None = None,
 ) -> dict[str, float]:
-    """All metrics for one category and one draw of references."""
-    model = build_station_model(
-        inspector,
-        "eval",
-        read_images(refs),
-        cfg.image_size,
-        min_area=0.0,
-        augment=cfg.augment,
-        scales=cfg.scales,
-        max_bank=cfg.max_bank,
-    )
+    """All metrics for one category and one draw of references (none: zero-shot from text alone)."""
+    if not refs:
+        if decoder is None:
+            raise DatasetError("k = 0 (no references) needs --mode zero-shot")
+        model = StationModel("eval", None, PROBABILITY_CALIBRATION, cfg.image_size, 0.0, decoder)
+    else:
+        model = build_station_model(
+            inspector,
+            "eval",
+            read_images(refs),
+            cfg.image_size,
+            min_area=0.0,
+            augment=cfg.augment,
+            scales=cfg.scales,
+            max_bank=cfg.max_bank,
+            decoder=decoder,
+            bank=cfg.mode != "zero-shot",
+        )
     inspector.add_station(model)
     model = inspector.stations["eval"]
     scores, labels, maps, masks = [], [], [], []
@@ -110,7 +129,7 @@ def validation_samples(
     order = np.random.default_rng(1000 + seed).permutation(len(rest))
     normal = [rest[i] for i in order[:size]]
     bases = [rest[i] for i in order[size : 2 * size]]
-    donors = read_images([rest[i] for i in order[2 * size : 2 * size + 20]] or refs)
+    donors = read_images([rest[i] for i in order[2 * size : 2 * size + 20]] or refs or bases[:1])
     rng = np.random.default_rng(2000 + seed)
     out: list[tuple[np.ndarray, int, MaskFn]] = [(img, 0, _empty) for img in read_images(normal)]
     base_images = read_images(bases)
@@ -139,12 +158,14 @@ def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: 
     results: dict[int, dict[str, dict[str, list[float]]]] = {}
     for name in categories:
         cat = load_category(root, name)
+        decoder = category_decoder(inspector, name, cfg)
         for k in ks:
             per = results.setdefault(k, {}).setdefault(name, {m: [] for m in METRICS})
             for seed in range(seeds):
                 t0 = time.perf_counter()
                 cfg.seed = seed
-                row = evaluate_draw(inspector, cat, draw_references(cat.train_good, k, seed), cfg)
+                refs = draw_references(cat.train_good, k, seed) if k else []
+                row = evaluate_draw(inspector, cat, refs, cfg, decoder)
                 for m in METRICS:
                     per[m].append(row[m])
                 logger.info(
@@ -156,6 +177,18 @@ def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: 
                     time.perf_counter() - t0,
                 )
     return results
+
+
+def category_decoder(inspector: Inspector, name: str, cfg: EvalSettings) -> ZeroShotDecoder | None:
+    """The zero-shot decoder for a category, its folder name as the product ("metal_nut" -> "metal nut")."""
+    if cfg.mode == "few-shot":
+        if cfg.decoder is not None:
+            raise DatasetError("--decoder is used only with --mode zero-shot or both")
+        return None
+    from workers.decoder.builder import build_decoder
+    from workers.decoder.prompts import PromptSet
+
+    return build_decoder(inspector.backbone, PromptSet.for_product(name.replace("_", " ")), cfg.decoder)
 
 
 def summarize(results: dict) -> dict:
@@ -174,7 +207,7 @@ def _mean_std(values: list[float] | np.ndarray) -> dict[str, float]:
     return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a))}
 
 
-def markdown_table(summary: dict, seeds: int) -> str:
+def markdown_table(summary: dict, seeds: int, mode: str = "few-shot") -> str:
     header = "| category | k | image AUROC | pixel AUROC | AUPRO | F1-max | accuracy |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for k, entry in summary.items():
@@ -184,7 +217,10 @@ def markdown_table(summary: dict, seeds: int) -> str:
         for cat, vals in rows:
             cells = " | ".join(f"{vals[m]['mean']:.3f} ± {vals[m]['std']:.3f}" for m in METRICS)
             lines.append(f"| {cat} | {k} | {cells} |")
-    lines.append(f"\nmean ± std over {seeds} reference draw(s); accuracy at the calibrated threshold")
+    note = f"\nmode {mode}; mean ± std over {seeds} reference draw(s); accuracy at the calibrated threshold"
+    if "0" in summary:
+        note += " (k = 0: no references, threshold P(abnormal) = 0.5)"
+    lines.append(note)
     return "\n".join(lines)
 
 
@@ -200,13 +236,18 @@ def run_eval_command(args: argparse.Namespace) -> int:
             scales=tuple(args.scales or DEFAULT_SCALES),
             max_bank=args.max_bank,
             split=args.split,
+            mode=args.mode,
+            decoder=args.decoder,
         )
+        ks = args.k or ([0] if args.mode == "zero-shot" else [1, 4])
+        if 0 in ks and args.mode != "zero-shot":
+            raise DatasetError(f"--k 0 (no references) works only with --mode zero-shot, not {args.mode}")
         torch.manual_seed(0)
-        summary = summarize(evaluate(args.dataset, categories, args.k, args.seeds, cfg))
+        summary = summarize(evaluate(args.dataset, categories, ks, args.seeds, cfg))
     except WorkerError as e:
         print(f"linewatch eval: {e}", file=sys.stderr)
         return 2
-    print(markdown_table(summary, args.seeds))
+    print(markdown_table(summary, args.seeds, args.mode))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0

@@ -109,3 +109,117 @@ def _line(h: int, w: int, rng: np.random.Generator, unit: float) -> tuple[np.nda
     pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
     cv2.polylines(alpha, [pts], False, 1.0, thickness=int(rng.integers(1, 4)), lineType=cv2.LINE_AA)
     return np.full((h, w, 3), _tone(rng), np.float32), alpha
+
+
+#: kinds ``linewatch train-decoder`` learns from (NSA-style Poisson-blended patches, noise-shaped
+#: textures); kept apart from KINDS so that the validation split stays as it was and measures
+#: anomalies the decoder was not trained on
+TRAINING_KINDS = ("poisson", "texture")
+#: a pixel belongs to a blended anomaly when the blend changed its 5x5 neighbourhood by more than
+#: this on average (0-255 scale, largest channel): NSA's rule that the label follows what the blend
+#: actually altered, not the pasted shape
+BLEND_CHANGE = 8
+#: fewer changed pixels than a 4x4 square is no anomaly worth learning from: draw again
+MIN_MASK_PIXELS = 16
+
+
+def synthesize_training(
+    image: np.ndarray,
+    donors: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    kind: str | None = None,
+    unit: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training anomaly of ``kind`` (random from TRAINING_KINDS when None) on a copy of ``image``."""
+    kind = kind or str(rng.choice(TRAINING_KINDS))
+    if kind not in TRAINING_KINDS:
+        raise ValueError(f"unknown training anomaly {kind!r}; known: {', '.join(TRAINING_KINDS)}")
+    h, w = image.shape[:2]
+    unit = float(unit or min(h, w))
+    for _ in range(50):  # a blend may come out invisible (donor like the target): draw again
+        if kind == "poisson":
+            out, mask = poisson_patch(image, donors[int(rng.integers(len(donors)))], rng, unit)
+        else:
+            out, mask = texture_patch(image, rng, unit)
+        if mask.sum() >= MIN_MASK_PIXELS:
+            return out, mask
+    raise ValueError(f"could not place a visible {kind} anomaly on a {w}x{h} image")
+
+
+def poisson_patch(
+    image: np.ndarray, donor: np.ndarray, rng: np.random.Generator, unit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """NSA: a region of ``donor``, rescaled, maybe turned or mirrored, its contrast changed,
+    Poisson-blended (``cv2.seamlessClone``) into ``image`` at another place. The blend keeps the
+    donor's texture but matches the target's brightness at the border, so the anomaly has no easy
+    edge; the mask is where the blend changed the image visibly, inside the pasted shape."""
+    h, w = image.shape[:2]
+    rh = min(h - 4, max(6, int(unit * rng.uniform(0.1, 0.4))))
+    rw = min(w - 4, max(6, int(unit * rng.uniform(0.1, 0.4))))
+    zoom = rng.uniform(0.4, 2.5)
+    turn = rng.random() < 0.5  # a quarter turn: the donor's grain runs across the target's
+    donor = donor.transpose(1, 0, 2) if turn else donor
+    dh, dw = donor.shape[:2]
+    sh, sw = min(dh, max(2, int(rh * zoom))), min(dw, max(2, int(rw * zoom)))
+    sy, sx = int(rng.integers(0, dh - sh + 1)), int(rng.integers(0, dw - sw + 1))
+    patch = cv2.resize(donor[sy : sy + sh, sx : sx + sw], (rw, rh), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    # contrast survives Poisson blending (a constant brightness shift would not): flatter or harsher
+    gain = rng.uniform(0.2, 0.5) if rng.random() < 0.3 else rng.uniform(1.5, 3.0)
+    mean = patch.mean(axis=(0, 1))
+    patch = np.clip((patch.astype(np.float32) - mean) * gain + mean, 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:rh, :rw]
+    inside = ((yy - (rh - 1) / 2) / (rh / 2 - 1)) ** 2 + ((xx - (rw - 1) / 2) / (rw / 2 - 1)) ** 2 <= 1
+    shape = inside.astype(np.uint8) * 255  # cv2.ellipse leaves holes in fills this small
+    # seamlessClone puts the mask's bounding box at centre - size // 2 and needs it strictly inside
+    bx, by, bw, bh = cv2.boundingRect(shape)
+    cy = int(rng.integers(bh // 2 + 1, h - (bh - bh // 2)))
+    cx = int(rng.integers(bw // 2 + 1, w - (bw - bw // 2)))
+    out = cv2.seamlessClone(np.ascontiguousarray(patch), image, shape, (cx, cy), cv2.NORMAL_CLONE)
+    pasted = np.zeros((h, w), bool)
+    y0, x0 = cy - bh // 2, cx - bw // 2
+    pasted[y0 : y0 + bh, x0 : x0 + bw] = inside[by : by + bh, bx : bx + bw]
+    return _changed(image, out, pasted)
+
+
+def texture_patch(image: np.ndarray, rng: np.random.Generator, unit: float) -> tuple[np.ndarray, np.ndarray]:
+    """DRAEM-like: a shape cut from thresholded smooth noise, filled with a noise texture of its own
+    grain, brightness and contrast, mixed in at an opacity of 0.5 to 1."""
+    h, w = image.shape[:2]
+    size = max(8, int(unit * rng.uniform(0.15, 0.45)))
+    shape = _smooth_noise(size, size, rng, grain=rng.uniform(2, 5)) > rng.uniform(0.1, 0.4)
+    texture = _smooth_noise(size, size, rng, grain=rng.uniform(1, 4))
+    level, contrast = rng.uniform(20, 235), rng.uniform(20, 80)
+    layer = np.clip(level + contrast * texture, 0, 255)[..., None]
+    y, x = int(rng.integers(0, max(1, h - size))), int(rng.integers(0, max(1, w - size)))
+    sh, sw = min(size, h - y), min(size, w - x)
+    mask = np.zeros((h, w), bool)
+    mask[y : y + sh, x : x + sw] = shape[:sh, :sw]
+    out = image.astype(np.float32)
+    beta = rng.uniform(0.5, 1.0)
+    region = out[y : y + sh, x : x + sw]
+    blended = region * (1 - beta) + layer[:sh, :sw] * beta
+    region[shape[:sh, :sw]] = blended[shape[:sh, :sw]]
+    return _changed(image, np.clip(out, 0, 255).astype(np.uint8), mask)
+
+
+def _smooth_noise(h: int, w: int, rng: np.random.Generator, grain: float) -> np.ndarray:
+    """Zero-mean, unit-ish noise smoothed over ``grain`` pixels (a cheap stand-in for Perlin noise)."""
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), grain)
+    return noise / max(float(noise.std()), 1e-6)
+
+
+def _changed(image: np.ndarray, out: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The anomaly mask from the blend itself: pixels inside ``where`` around which the blend changed
+    the image visibly on average (a blended texture changes sign from stripe to stripe, so single
+    pixels say little), holes closed. Pixels outside the mask are reset: the label is the change."""
+    diff = np.abs(out.astype(np.float32) - image.astype(np.float32)).max(axis=2)
+    local = cv2.blur(diff, (5, 5))
+    mask = ((local > BLEND_CHANGE) & where).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel), cv2.MORPH_OPEN, kernel) > 0
+    mask &= where
+    result = image.copy()
+    result[mask] = out[mask]
+    return result, mask

@@ -1,0 +1,1 @@
+"""AnomalyGPT's image decoder: patch tokens compared with text of normal and abnormal states."""
