@@ -75,6 +75,13 @@ class ServiceSettings(BaseSettings):
         default=720, ge=144, le=2160, description="Live view video height in pixels (16:9; 720 = 1280x720)"
     )
     live_fps: float = Field(default=15.0, gt=0, le=60, description="Live view frames per second")
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that signs dashboard sessions; unset: generated once into the data dir",
+    )
+    secure_cookies: bool = Field(
+        default=False, description="Send session cookies over HTTPS only (set when behind TLS)"
+    )
     ice_servers: list[str] = Field(
         default_factory=list,
         description="STUN/TURN URLs for live video across networks (JSON list); none needed on a LAN",

@@ -1,25 +1,29 @@
 """The dashboard: live WebRTC overlays per station, station state and counts, latest defects.
 
-Everything shown comes from what the pipeline really recorded — no placeholder numbers. Still to
-come (issue #6): the review queue, history, station pages and authentication.
+Everything shown comes from what the pipeline really recorded — no placeholder numbers. Every
+page and API route needs a login (viewer and above; reviewing needs an operator); only /healthz
+and the login itself are open. Still to come (issue #6): history, station pages, API tokens.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.service import ServiceSettings
+from dashboards import review, webrtc
+from dashboards.auth import LoginThrottle, Sessions, Viewer, secret_key
 from dashboards.live_page import LIVE_PAGE
-from dashboards.webrtc import LiveView, router
+from dashboards.webrtc import LiveView
 from pipeline import keys, streams
 from pipeline.store.models import Defect
 from pipeline.store.store import Store
@@ -36,8 +40,12 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
         yield
         await live.shutdown()
 
+    sessions = Sessions(secret_key(settings.data_dir, settings.secret_key), settings.secure_cookies)
+
     app = FastAPI(title="linewatch", version="0.1", lifespan=lifespan)
-    app.include_router(router(live))
+    app.state.sessions = sessions
+    app.include_router(webrtc.router(live))
+    app.include_router(review.router(store, sessions, LoginThrottle()))
     app.state.live = live
 
     async def states() -> dict[str, dict[str, Any]]:
@@ -56,7 +64,7 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
         return {"status": "ok"}
 
     @app.get("/api/stations")
-    async def api_stations() -> list[dict[str, Any]]:
+    async def api_stations(_: Viewer) -> list[dict[str, Any]]:
         live = await states()
         return [
             {
@@ -68,19 +76,23 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
         ]
 
     @app.get("/evidence/{path:path}")
-    async def evidence(path: str) -> FileResponse:
+    async def evidence(path: str, _: Viewer) -> FileResponse:
         target = (data_dir / path).resolve()
         if not target.is_relative_to(data_dir / "evidence") or not target.is_file():
             raise HTTPException(status_code=404, detail="no such evidence file")
         return FileResponse(target)
 
     @app.get("/parts/summary", response_class=HTMLResponse)
-    async def summary_part() -> str:
+    async def summary_part(_: Viewer) -> str:
         """The station table and latest defects, refreshed by the live page without a reload."""
         return render_summary(store.station_summary(), await states(), latest_defects())
 
     @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
+    async def index(request: Request) -> Any:
+        found = sessions.read(request)
+        if found is None:
+            return RedirectResponse("/login", status_code=303)
+        user, csrf = found
         cards = "".join(
             f"<article class=station data-station='{html.escape(sid)}'><h3>{html.escape(sid)} "
             f"<span class=state>…</span></h3><video autoplay muted playsinline></video>"
@@ -88,7 +100,8 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
             for sid in station_ids
         )
         summary = render_summary(store.station_summary(), await states(), latest_defects())
-        return LIVE_PAGE.replace("{cards}", cards).replace("{summary}", summary)
+        page = LIVE_PAGE.replace("{cards}", cards).replace("{summary}", summary)
+        return page.replace("{csrf}", html.escape(csrf)).replace("{user}", html.escape(user.username))
 
     return app
 
@@ -127,5 +140,11 @@ def dashboard_main(
 ) -> int:
     import uvicorn
 
+    from pipeline.store.users import ensure_first_admin
+
+    with Store.open(settings.effective_database_url) as store:
+        created = ensure_first_admin(store, settings.data_dir)
+    if created is not None:
+        print(f"dashboard: first user 'admin', password in {created}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings, redis_url, station_ids), host=host, port=port, log_level="warning")
     return 0

@@ -1,6 +1,7 @@
 """The live page: one WebRTC video per station (click to focus), events, and the summary below."""
 
 LIVE_PAGE = """<!doctype html><html><head><meta charset=utf-8><title>linewatch</title>
+<meta name=csrf content="{csrf}">
 <style>body{font-family:system-ui,sans-serif;margin:1.5rem;background:#111;color:#eee}
 #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1rem}
 .station{background:#1b1b1b;border:1px solid #333;padding:.5rem;cursor:pointer}
@@ -11,8 +12,16 @@ table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid
 .online{color:#4c4}.reconnecting{color:#fc4}.offline,.finished{color:#f55}
 figure{display:inline-block;margin:.4rem;width:300px}img{width:300px;border:1px solid #444}
 figcaption{font-size:.8rem;color:#bbb}</style></head><body>
-<h1>linewatch</h1><section id=grid>{cards}</section><section id=summary>{summary}</section>
+<h1>linewatch</h1><p class=last>{user} · <a href="/review" style="color:#8cf">review queue</a> ·
+<a href="#" id=logout style="color:#8cf">log out</a></p>
+<section id=grid>{cards}</section><section id=summary>{summary}</section>
 <script>
+const csrf = document.querySelector('meta[name=csrf]').content;
+document.getElementById('logout').addEventListener('click', async (e) => {
+  e.preventDefault();
+  await fetch('/api/logout', {method: 'POST', headers: {'X-CSRF-Token': csrf}});
+  location.href = '/login';
+});
 async function watch(card) {
   const station = card.dataset.station, video = card.querySelector('video');
   const pc = new RTCPeerConnection();
@@ -29,7 +38,7 @@ async function watch(card) {
     pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && done());
   });
   const resp = await fetch(`/api/stations/${encodeURIComponent(station)}/webrtc/offer`, {
-    method: 'POST', headers: {'Content-Type': 'application/json'},
+    method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
     body: JSON.stringify({sdp: pc.localDescription.sdp, type: pc.localDescription.type})});
   if (!resp.ok) { card.querySelector('.last').textContent = 'live view refused: ' + resp.status; return; }
   await pc.setRemoteDescription(await resp.json());

@@ -17,6 +17,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from dashboards.auth import ViewerWrite
 from dashboards.live_feed import StationFeed
 from dashboards.live_video import PacketTrack, SharedEncoder
 from pipeline.streams import Redis
@@ -112,7 +113,7 @@ def router(live: LiveView) -> APIRouter:
     api = APIRouter()
 
     @api.post("/api/stations/{station_id}/webrtc/offer", response_model=Answer)
-    async def webrtc_offer(station_id: str, offer: Offer) -> Answer:
+    async def webrtc_offer(station_id: str, offer: Offer, _: ViewerWrite) -> Answer:
         """Answer a viewer's offer with the station's live overlay track and event channel."""
         return await live.answer(station_id, offer)
 

@@ -34,6 +34,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo_command(args)
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from config.service import load_settings
+    from pipeline.store.errors import StoreError
+    from pipeline.store.schema import upgrade
+    from pipeline.store.store import Store
+    from pipeline.store.users import UserError, add_user, list_users, set_password
+
+    settings = load_settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    try:
+        upgrade(settings.effective_database_url)
+        with Store.open(settings.effective_database_url) as store:
+            if args.users_command == "list":
+                for user in list_users(store):
+                    print(f"{user.username}\t{user.role}")
+                return 0
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("again: ") != password:
+                    print("linewatch users: the passwords differ", file=sys.stderr)
+                    return 2
+            if args.users_command == "add":
+                add_user(store, args.name, password, args.role)
+                print(f"added {args.name} ({args.role})")
+            else:
+                set_password(store, args.name, password)
+                print(f"password of {args.name} changed")
+    except (UserError, StoreError) as e:
+        print(f"linewatch users: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_train_decoder(args: argparse.Namespace) -> int:
     from workers.decoder.training import TrainSettings, loss_log_path, train_decoder
     from workers.errors import WorkerError
@@ -203,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
     train.set_defaults(func=_cmd_train_decoder)
+
+    users = sub.add_parser("users", help="dashboard users: add, passwd, list")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    for name, text in (("add", "add a user"), ("passwd", "change a user's password")):
+        cmd = users_sub.add_parser(name, help=text)
+        cmd.add_argument("name", help="user name")
+        if name == "add":
+            cmd.add_argument("--role", choices=("viewer", "operator", "admin"), default="viewer")
+        cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    users_sub.add_parser("list", help="list users and roles")
+    for cmd in users_sub.choices.values():
+        cmd.add_argument("--data-dir", type=Path, default=None, help="data dir (default LINEWATCH_DATA_DIR)")
+    users.set_defaults(func=_cmd_users)
 
     demo = sub.add_parser("demo", help="offline accuracy demo on generated parts (no pipeline)")
     demo.add_argument("--data-dir", type=Path, default=None, help="where demo data is written")

@@ -62,10 +62,12 @@ def launch(
         env["LINEWATCH_REDIS_URL"] = embedded.url
     try:
         upgrade(settings.effective_database_url)  # once here, so the roles start on a current schema
+        login = first_login(settings)
         config_args = [a for p in (config or []) for a in ("--config", str(p))]
         if not config:
             config_args = ["--config", str(settings.data_dir / "demo" / "station.yaml")]
-        print_banner(settings, stations, env.get("LINEWATCH_REDIS_URL", settings.redis_url or ""), host, port)
+        redis = env.get("LINEWATCH_REDIS_URL", settings.redis_url or "")
+        print_banner(settings, stations, redis, host, port, login)
         asyncio.run(Supervisor(children(config_args, settings, host, port, stations), env).run())
     finally:
         if embedded is not None:
@@ -73,12 +75,32 @@ def launch(
     return 0
 
 
+def first_login(settings: ServiceSettings) -> str:
+    """How to log in: on a fresh store an ``admin`` account is created and its password shown."""
+    from pipeline.store.store import Store
+    from pipeline.store.users import INITIAL_PASSWORD_FILE, ensure_first_admin
+
+    with Store.open(settings.effective_database_url) as store:
+        created = ensure_first_admin(store, settings.data_dir)
+    initial = settings.data_dir / INITIAL_PASSWORD_FILE
+    if created is not None or initial.exists():
+        password = initial.read_text().strip()
+        return f"admin / {password}  (first-start password, kept in {initial}; delete it once changed)"
+    return "your dashboard user (add users with: linewatch users add NAME --role operator)"
+
+
 def print_banner(
-    settings: ServiceSettings, stations: list[StationConfig], redis: str, host: str, port: int
+    settings: ServiceSettings,
+    stations: list[StationConfig],
+    redis: str,
+    host: str,
+    port: int,
+    login: str = "",
 ) -> None:
     lines = [
         "linewatch is running — Ctrl-C stops it",
         f"  dashboard: http://{host}:{port}/",
+        f"  login:     {login}",
         f"  database:  {settings.effective_database_url}",
         f"  redis:     {redis}",
         f"  data dir:  {settings.data_dir}",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -21,6 +22,7 @@ from pipeline.evidence import encode_heatmap, write_evidence
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
+from tests.dashboards.conftest import add_users, browser_login, http_login
 from tests.pipeline.store.factories import make_result
 
 CHROMIUM = shutil.which("chromium")
@@ -46,6 +48,7 @@ def dashboard(tmp_path: Path):
     with Store.open(settings.effective_database_url) as store:
         store.upsert_station("line-1", "Line one", "bottle", "{}")
         store.record([make_result("line-1", 1), flagged], {flagged.id: paths})
+        add_users(store)
     with start_embedded(tmp_path / "r") as redis_server:
         import redis
 
@@ -77,6 +80,8 @@ def test_page_shows_station_counts_state_and_evidence(dashboard: str) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
         page.goto(dashboard + "/")
+        assert "/login" in page.url  # nobody sees the line without logging in
+        browser_login(page, dashboard, "vera")
         row = page.locator("table tr", has_text="line-1")
         cells = row.locator("td").all_inner_texts()
         assert cells[:7] == ["line-1", "bottle", "online", "4.9", "2", "1", "1"]
@@ -88,13 +93,8 @@ def test_page_shows_station_counts_state_and_evidence(dashboard: str) -> None:
 
 
 def test_evidence_route_refuses_paths_outside_the_evidence_folder(dashboard: str) -> None:
-    import urllib.error
-    import urllib.request
-
+    cookies, _ = http_login(dashboard, "vera")
     for path in ("../linewatch.db", "evidence/../linewatch.db", "%2e%2e/linewatch.db", "linewatch.db"):
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{dashboard}/evidence/{path}")
-        assert err.value.code == 404
-    with urllib.request.urlopen(f"{dashboard}/api/stations") as resp:
-        body = json.loads(resp.read())
+        assert httpx.get(f"{dashboard}/evidence/{path}", cookies=cookies).status_code == 404
+    body = httpx.get(f"{dashboard}/api/stations", cookies=cookies).json()
     assert body[0]["station_id"] == "line-1" and body[0]["flagged"] == 1

@@ -4,6 +4,7 @@ WebRTC to several aiortc viewers and to Debian's chromium, with events on the da
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 import redis
 import uvicorn
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from config.service import load_settings
 from dashboards.app import create_app
@@ -28,6 +30,8 @@ from pipeline.evidence import encode_heatmap
 from pipeline.messages import FrameMessage
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
+from pipeline.store.store import Store
+from tests.dashboards.conftest import PASSWORD, add_users, browser_login, http_login
 from tests.dashboards.test_interim_page import CHROMIUM, free_port
 from tests.pipeline.store.factories import make_result
 
@@ -67,6 +71,8 @@ def publish(redis_url: str, stop: threading.Event, fps: float = 10.0) -> None:
 def live(tmp_path: Path) -> Iterator[Live]:
     settings = load_settings(data_dir=tmp_path, live_height=360, live_fps=10)
     upgrade(settings.effective_database_url)
+    with Store.open(settings.effective_database_url) as store:
+        add_users(store)
     with start_embedded(tmp_path / "r") as redis_server:
         app = create_app(settings, redis_server.url, [STATION])
         port = free_port()
@@ -95,7 +101,7 @@ class Viewer:
     tasks: list[asyncio.Task[None]]
 
 
-async def connect_viewer(url: str, station: str = STATION) -> Viewer:
+async def connect_viewer(url: str, station: str = STATION, user: str = "vera") -> Viewer:
     pc = RTCPeerConnection()
     viewer = Viewer(pc, [], [], [])
     pc.addTransceiver("video", direction="recvonly")
@@ -105,16 +111,20 @@ async def connect_viewer(url: str, station: str = STATION) -> Viewer:
     @pc.on("track")
     def on_track(track: Any) -> None:
         async def pull() -> None:
-            while True:
-                viewer.frames.append(await track.recv())
+            with contextlib.suppress(MediaStreamError):  # the connection closed
+                while True:
+                    viewer.frames.append(await track.recv())
 
         viewer.tasks.append(asyncio.ensure_future(pull()))
 
     await pc.setLocalDescription(await pc.createOffer())
     async with httpx.AsyncClient() as client:
+        login = await client.post(f"{url}/api/login", json={"username": user, "password": PASSWORD})
+        login.raise_for_status()
         resp = await client.post(
             f"{url}/api/stations/{station}/webrtc/offer",
             json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
+            headers={"X-CSRF-Token": login.json()["csrf"]},
             timeout=20,
         )
     resp.raise_for_status()
@@ -167,7 +177,11 @@ async def test_two_viewers_get_overlay_video_from_one_encoder_and_events(live: L
     ],
 )
 def test_bad_offers_are_refused_with_a_reason(live: Live, station: str, body: dict, status: int) -> None:
-    resp = httpx.post(f"{live.url}/api/stations/{station}/webrtc/offer", json=body, timeout=20)
+    cookies, csrf = http_login(live.url, "vera")
+    url = f"{live.url}/api/stations/{station}/webrtc/offer"
+    assert httpx.post(url, json=body, timeout=20).status_code == 401  # anonymous: no live view
+    assert httpx.post(url, json=body, cookies=cookies, timeout=20).status_code == 403  # no CSRF token
+    resp = httpx.post(url, json=body, cookies=cookies, headers={"X-CSRF-Token": csrf}, timeout=20)
     assert resp.status_code == status, resp.text
     assert resp.json()["detail"]
 
@@ -182,6 +196,7 @@ def test_the_live_page_plays_the_overlay_video_in_chromium(live: Live, tmp_path:
             args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
         )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        browser_login(page, live.url, "vera")
         page.goto(live.url + "/")
         video = page.locator(f"article[data-station='{STATION}'] video")
         page.wait_for_function("(v) => v.currentTime > 0.5", arg=video.element_handle(), timeout=30_000)

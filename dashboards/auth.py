@@ -1,0 +1,130 @@
+"""Who may do what on the dashboard: logins, signed session cookies, CSRF tokens, a login throttle.
+
+Sessions are signed (itsdangerous) cookies holding the user name, role, a per-session CSRF token and
+the login time; they are HttpOnly and SameSite=Lax, and a login always issues a fresh one (no
+session fixation). Every state-changing request must echo the session's CSRF token in the
+``X-CSRF-Token`` header. Failed logins are throttled per client address and user name. The signing
+key comes from ``LINEWATCH_SECRET_KEY`` or is generated once into the data dir (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from pipeline.store.users import Principal
+
+COOKIE = "lw_session"
+SESSION_MAX_AGE_S = 12 * 3600  # one shift and then some
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def secret_key(data_dir: Path, configured: str | None) -> str:
+    """The configured key, else the one generated into ``data_dir/secret_key`` on first use."""
+    if configured:
+        return configured
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+class LoginThrottle:
+    """At most ``attempts`` failed logins per (address, user) within ``window_s``."""
+
+    def __init__(self, attempts: int = 5, window_s: float = 300.0) -> None:
+        self.attempts = attempts
+        self.window_s = window_s
+        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def retry_after(self, key: tuple[str, str]) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        times = self._failures[key]
+        now = time.monotonic()
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        return self.window_s - (now - times[0]) if len(times) >= self.attempts else 0.0
+
+    def failed(self, key: tuple[str, str]) -> None:
+        self._failures[key].append(time.monotonic())
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        self._failures.pop(key, None)
+
+
+class Sessions:
+    """Issues and reads session cookies; FastAPI dependencies check roles and CSRF tokens."""
+
+    def __init__(self, key: str, secure_cookies: bool = False) -> None:
+        self.serializer = URLSafeTimedSerializer(key, salt="linewatch-session")
+        self.secure = secure_cookies
+
+    def issue(self, response: Response, user: Principal) -> str:
+        """A fresh session for ``user``; returns its CSRF token."""
+        csrf = secrets.token_urlsafe(24)
+        token = self.serializer.dumps(
+            {"u": user.username, "r": user.role, "c": csrf, "n": secrets.token_hex(8)}
+        )
+        response.set_cookie(
+            COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="lax", secure=self.secure
+        )
+        return csrf
+
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(COOKIE, httponly=True, samesite="lax", secure=self.secure)
+
+    def read(self, request: Request) -> tuple[Principal, str] | None:
+        """(user, csrf token) of the request's session; None when absent, forged or expired."""
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return None
+        try:
+            data: Any = self.serializer.loads(token, max_age=SESSION_MAX_AGE_S)
+            return Principal(str(data["u"]), str(data["r"])), str(data["c"])
+        except (BadSignature, KeyError, TypeError):
+            return None
+
+    def check(self, request: Request, role: str, write: bool) -> Principal:
+        """The logged-in user with at least ``role``; ``write`` also checks the CSRF header."""
+        session = self.read(request)
+        if session is None:
+            raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Cookie"})
+        user, csrf = session
+        if not user.may(role):
+            raise HTTPException(403, f"{user.username} is a {user.role}; this needs {role} or above")
+        if write and not secrets.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf):
+            raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
+        return user
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def _viewer(request: Request) -> Principal:
+    return _sessions(request).check(request, "viewer", write=False)
+
+
+def _viewer_write(request: Request) -> Principal:
+    return _sessions(request).check(request, "viewer", write=True)
+
+
+def _operator_write(request: Request) -> Principal:
+    return _sessions(request).check(request, "operator", write=True)
+
+
+# route parameters: ``user: Viewer`` etc. (the app keeps its Sessions in app.state.sessions)
+Viewer = Annotated[Principal, Depends(_viewer)]
+ViewerWrite = Annotated[Principal, Depends(_viewer_write)]  # any role, state-changing (CSRF checked)
+OperatorWrite = Annotated[Principal, Depends(_operator_write)]

@@ -1,0 +1,162 @@
+"""Logging in, the review queue and its JSON API: operators confirm or reject flagged defects."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import BaseModel, Field
+
+from dashboards.auth import LoginThrottle, OperatorWrite, Sessions, Viewer, ViewerWrite
+from dashboards.review_page import LOGIN_PAGE, REVIEW_PAGE
+from pipeline.store import reviews
+from pipeline.store.models import REVIEW_STATES
+from pipeline.store.store import Store
+from pipeline.store.users import Principal, authenticate
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class SessionInfo(BaseModel):
+    username: str
+    role: str
+    csrf: str
+
+
+class Decision(BaseModel):
+    """An operator's decision on one defect."""
+
+    decision: Literal["confirmed", "rejected"]
+    defect_type: str | None = Field(default=None, max_length=100)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class BulkDecision(Decision):
+    ids: list[int] = Field(min_length=1, max_length=200)
+
+
+def page_user(sessions: Sessions, request: Request) -> Principal | None:
+    found = sessions.read(request)
+    return found[0] if found else None
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_page() -> str:
+        return LOGIN_PAGE
+
+    @api.post("/api/login", response_model=SessionInfo)
+    async def login(body: Login, request: Request, response: Response) -> SessionInfo:
+        """Check name and password; a fresh session cookie on success."""
+        key = (request.client.host if request.client else "?", body.username)
+        wait = throttle.retry_after(key)
+        if wait > 0:
+            raise HTTPException(429, "too many failed logins; try later", {"Retry-After": str(int(wait) + 1)})
+        user = await asyncio.to_thread(authenticate, store, body.username, body.password)
+        if user is None:
+            throttle.failed(key)
+            raise HTTPException(401, "wrong user name or password")
+        throttle.succeeded(key)
+        csrf = sessions.issue(response, user)
+        return SessionInfo(username=user.username, role=user.role, csrf=csrf)
+
+    @api.post("/api/logout", status_code=204)
+    async def logout(response: Response, _: ViewerWrite) -> None:
+        sessions.clear(response)
+
+    @api.get("/api/session", response_model=SessionInfo)
+    async def session_info(request: Request, _: Viewer) -> SessionInfo:
+        found = sessions.read(request)
+        assert found is not None  # the dependency checked it
+        user, csrf = found
+        return SessionInfo(username=user.username, role=user.role, csrf=csrf)
+
+    @api.get("/api/defects")
+    async def list_defects(
+        _: Viewer,
+        state: Literal["unreviewed", "confirmed", "rejected"] | None = None,
+        station: str | None = Query(default=None, max_length=64),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = Query(default=50, ge=1, le=200),
+        offset: int = Query(default=0, ge=0),
+    ) -> dict[str, Any]:
+        """Flagged defects, newest first, with the detector's and the explainer's verdicts."""
+        total, items = await asyncio.to_thread(
+            reviews.list_defects,
+            store,
+            state=state,
+            station=station,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    @api.get("/api/defects/{defect_id}")
+    async def get_defect(defect_id: int, _: Viewer) -> dict[str, Any]:
+        """One defect with its audit trail (who decided what, when, and what it replaced)."""
+        try:
+            found = await asyncio.to_thread(reviews.get_defect, store, defect_id)
+        except KeyError as e:
+            raise HTTPException(404, f"no defect {defect_id}") from e
+        return {**found, "reviews": await asyncio.to_thread(reviews.audit_trail, store, defect_id)}
+
+    @api.post("/api/defects/{defect_id}/review")
+    async def review(defect_id: int, body: Decision, user: OperatorWrite) -> dict[str, Any]:
+        """Confirm or reject one defect (optionally with a defect type and a note); audited."""
+        try:
+            return await asyncio.to_thread(
+                reviews.review, store, defect_id, user.username, body.decision, body.defect_type, body.note
+            )
+        except KeyError as e:
+            raise HTTPException(404, f"no defect {defect_id}") from e
+
+    @api.post("/api/defects/review")
+    async def review_many(body: BulkDecision, user: OperatorWrite) -> dict[str, Any]:
+        """The same decision on several defects; every one gets its own audit row."""
+        done, missing = [], []
+        for defect_id in body.ids:
+            try:
+                await asyncio.to_thread(
+                    reviews.review,
+                    store,
+                    defect_id,
+                    user.username,
+                    body.decision,
+                    body.defect_type,
+                    body.note,
+                )
+                done.append(defect_id)
+            except KeyError:
+                missing.append(defect_id)
+        return {"reviewed": done, "missing": missing}
+
+    @api.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    async def review_page(request: Request) -> Any:
+        found = sessions.read(request)
+        if found is None:
+            return login_redirect(request)
+        user, csrf = found
+        return (
+            REVIEW_PAGE.replace("{csrf}", html.escape(csrf))
+            .replace("{user}", html.escape(user.username))
+            .replace("{role}", html.escape(user.role))
+            .replace("{states}", ",".join(REVIEW_STATES))
+        )
+
+    return api

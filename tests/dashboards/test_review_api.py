@@ -1,0 +1,170 @@
+"""The dashboard API on real stores: who may do what, validation, pagination, the audit trail."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from pipeline.store.models import Defect, Review
+from tests.dashboards.conftest import PASSWORD, As, Dash
+
+READS = ["/api/stations", "/api/defects", "/api/defects?state=unreviewed", "/api/session", "/parts/summary"]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_need_a_login_and_any_role_may_read(dash: Dash, path: str) -> None:
+    assert dash.anon().get(path).status_code == 401
+    for name in ("vera", "otto", "ada"):
+        client, _ = dash.login(name)
+        assert client.get(path).status_code == 200, (name, path)
+
+
+def test_pages_send_anonymous_visitors_to_the_login(dash: Dash) -> None:
+    for page in ("/", "/review"):
+        resp = dash.anon().get(page, follow_redirects=False)
+        assert resp.status_code == 303 and resp.headers["location"].startswith("/login")
+    assert dash.client.get("/login").status_code == 200
+    assert dash.client.get("/healthz").status_code == 200
+
+
+def test_reviewing_needs_an_operator_and_the_csrf_token(dash: Dash) -> None:
+    viewer, viewer_csrf = dash.login("vera")
+    operator, csrf = dash.login("otto")
+    defect_id = operator.get("/api/defects").json()["items"][0]["id"]
+    body = {"decision": "confirmed", "defect_type": "hole", "note": "seen on the belt"}
+    url = f"/api/defects/{defect_id}/review"
+
+    assert dash.anon().post(url, json=body).status_code == 401
+    refused = viewer.post(url, json=body, headers={"X-CSRF-Token": viewer_csrf})
+    assert refused.status_code == 403 and "operator" in refused.json()["detail"]
+    assert operator.post(url, json=body).status_code == 403  # no CSRF header
+    assert operator.post(url, json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert operator.post(url, json=body, headers={"X-CSRF-Token": viewer_csrf}).status_code == 403
+
+    ok = operator.post(url, json=body, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200
+    assert (ok.json()["review_state"], ok.json()["defect_type"], ok.json()["reviewed_by"]) == (
+        "confirmed",
+        "hole",
+        "otto",
+    )
+    admin, admin_csrf = dash.login("ada")  # admins may review too; a second decision is audited
+    changed = admin.post(url, json={"decision": "rejected"}, headers={"X-CSRF-Token": admin_csrf})
+    assert changed.json()["review_state"] == "rejected" and changed.json()["defect_type"] == "hole"
+
+    with dash.store.engine.connect() as conn:
+        rows = conn.execute(select(Review).where(Review.defect_id == defect_id).order_by(Review.id)).all()
+        state = conn.execute(select(Defect.review_state).where(Defect.id == defect_id)).scalar_one()
+    assert state == "rejected"
+    assert [(r.username, r.decision) for r in rows] == [("otto", "confirmed"), ("ada", "rejected")]
+    assert rows[0].previous["review_state"] == "unreviewed"
+    assert rows[1].previous == {
+        "review_state": "confirmed",
+        "defect_type": "hole",
+        "note": "seen on the belt",
+        "reviewed_by": "otto",
+    }
+    trail = viewer.get(f"/api/defects/{defect_id}").json()["reviews"]
+    assert [t["username"] for t in trail] == ["otto", "ada"]
+
+
+def test_bulk_review_audits_each_defect(dash: Dash) -> None:
+    operator, csrf = dash.login("otto")
+    ids = [d["id"] for d in operator.get("/api/defects").json()["items"]]
+    resp = operator.post(
+        "/api/defects/review",
+        json={"ids": [*ids, 999_999], "decision": "rejected", "note": "glare"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert resp.json() == {"reviewed": ids, "missing": [999_999]}
+    assert operator.get("/api/defects?state=unreviewed").json()["total"] == 0
+    with dash.store.engine.connect() as conn:
+        assert conn.execute(select(Review.defect_id).order_by(Review.defect_id)).scalars().all() == sorted(
+            ids
+        )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/defects/{id}/review", {"decision": "maybe"}),
+        ("/api/defects/{id}/review", {}),
+        ("/api/defects/{id}/review", {"decision": "confirmed", "note": "x" * 2001}),
+        ("/api/defects/review", {"ids": [], "decision": "confirmed"}),
+        ("/api/defects/review", {"ids": "1", "decision": "confirmed"}),
+        ("/api/defects/not-a-number/review", {"decision": "confirmed"}),
+    ],
+)
+def test_malformed_review_requests_are_refused_with_a_reason(dash: Dash, path: str, body: dict) -> None:
+    operator, csrf = dash.login("otto")
+    defect_id = operator.get("/api/defects").json()["items"][0]["id"]
+    resp = operator.post(path.replace("{id}", str(defect_id)), json=body, headers={"X-CSRF-Token": csrf})
+    assert resp.status_code == 422
+    assert resp.json()["detail"]
+    assert operator.get(f"/api/defects/{defect_id}").json()["review_state"] == "unreviewed"
+
+
+def test_unknown_defect_is_404(dash: Dash) -> None:
+    operator, csrf = dash.login("otto")
+    resp = operator.post(
+        "/api/defects/424242/review", json={"decision": "confirmed"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert resp.status_code == 404
+    assert operator.get("/api/defects/424242").status_code == 404
+
+
+def test_defects_are_paginated_newest_first_and_filtered(dash: Dash) -> None:
+    viewer, _ = dash.login("vera")
+    everything = viewer.get("/api/defects").json()
+    assert everything["total"] == 3
+    seqs = [d["seq"] for d in everything["items"]]
+    assert seqs == [6, 4, 2]
+    page = viewer.get("/api/defects?limit=2&offset=2").json()
+    assert [d["seq"] for d in page["items"]] == [2] and page["total"] == 3
+    assert viewer.get("/api/defects?station=elsewhere").json()["total"] == 0
+    first = everything["items"][0]
+    assert first["verdict"]["status"] and "agrees_with_detector" in first["verdict"]
+    for bad in ("limit=0", "limit=500", "offset=-1", "state=maybe", "since=yesterday"):
+        assert viewer.get(f"/api/defects?{bad}").status_code == 422, bad
+
+
+def test_login_errors_throttle_and_sessions(dash: Dash) -> None:
+    client = dash.anon()
+    assert client.post("/api/login", json={"username": "otto"}).status_code == 422
+    assert client.post("/api/login", json={"username": "nobody", "password": PASSWORD}).status_code == 401
+    for _ in range(5):
+        assert client.post("/api/login", json={"username": "otto", "password": "wrong"}).status_code == 401
+    throttled = client.post("/api/login", json={"username": "otto", "password": PASSWORD})
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    # another user from the same address is not locked out by otto's failures
+    resp = client.post("/api/login", json={"username": "vera", "password": PASSWORD})
+    assert resp.status_code == 200
+    cookie = resp.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+    first = client.cookie
+    assert first
+    client.post("/api/login", json={"username": "vera", "password": PASSWORD})
+    assert client.cookie != first  # every login issues a fresh session
+    forged = As(dash.client, first[:-4] + "AAAA")
+    assert forged.get("/api/session").status_code == 401
+    csrf = client.get("/api/session").json()["csrf"]
+    assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert client.get("/api/session").status_code == 401
+
+
+def test_evidence_needs_a_login_and_stays_in_its_folder(dash: Dash) -> None:
+    viewer, _ = dash.login("vera")
+    item = viewer.get("/api/defects").json()["items"][0]
+    assert dash.anon().get(f"/evidence/{item['evidence']}").status_code == 401
+    assert viewer.get(f"/evidence/{item['evidence']}").status_code == 200
+    for path in ("../linewatch.db", "evidence/../secret_key", "%2e%2e/secret_key", "secret_key"):
+        assert viewer.get(f"/evidence/{path}").status_code == 404, path
+
+
+def test_the_api_schema_lists_the_review_endpoints(dash: Dash) -> None:
+    paths = dash.client.get("/openapi.json").json()["paths"]
+    assert {
+        "/api/defects",
+        "/api/defects/{defect_id}/review",
+        "/api/stations/{station_id}/webrtc/offer",
+    } <= set(paths)

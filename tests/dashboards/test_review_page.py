@@ -1,0 +1,84 @@
+"""The review queue in Debian's chromium: an operator confirms a defect with the keyboard and the
+database changes; a viewer sees the queue but cannot decide. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from config.service import load_settings
+from dashboards.app import create_app
+from pipeline.redis_server import start_embedded
+from pipeline.store.models import Defect, Review
+from pipeline.store.schema import upgrade
+from pipeline.store.store import Store
+from tests.dashboards.conftest import add_users, browser_login, seed_defects
+from tests.dashboards.test_interim_page import CHROMIUM, free_port
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    settings = load_settings(data_dir=tmp_path)
+    upgrade(settings.effective_database_url)
+    store = Store.open(settings.effective_database_url)
+    add_users(store)
+    seed_defects(store, tmp_path)
+    with start_embedded(tmp_path / "r") as redis_server:
+        port = free_port()
+        app = create_app(settings, redis_server.url, ["line-1"])
+        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", store
+        server.should_exit = True
+        thread.join(timeout=10)
+    store.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+def test_an_operator_confirms_and_a_viewer_cannot(served: tuple[str, Store]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, store = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        operator = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+        browser_login(operator, url, "otto")
+        operator.goto(url + "/review")
+        operator.locator(".item").first.wait_for()
+        assert operator.locator(".item").count() == 3
+        first = operator.locator(".item").first
+        assert "line-1 #6" in first.inner_text() and "score" in first.inner_text()
+        assert operator.evaluate("(img) => img.naturalWidth", first.locator("img").first.element_handle()) > 0
+        operator.screenshot(path=str(ARTIFACTS / "review-queue.png"))
+        operator.keyboard.press("c")  # confirm the current (newest) defect
+        operator.wait_for_function("document.querySelectorAll('.item').length === 2")
+        with store.engine.connect() as conn:
+            state = conn.execute(select(Defect.review_state).where(Defect.seq == 6)).scalar_one()
+            who = conn.execute(select(Review.username)).scalars().all()
+        assert state == "confirmed" and who == ["otto"]
+
+        viewer = browser.new_context().new_page()
+        browser_login(viewer, url, "vera")
+        viewer.goto(url + "/review")
+        viewer.locator(".item").first.wait_for()
+        assert viewer.locator(".item button").count() == 0  # nothing to press
+        viewer.keyboard.press("r")
+        viewer.wait_for_timeout(500)
+        with store.engine.connect() as conn:
+            assert conn.execute(select(Review.username)).scalars().all() == ["otto"]
+        viewer.screenshot(path=str(ARTIFACTS / "review-viewer.png"))
+        browser.close()
