@@ -57,15 +57,6 @@ class ServiceSettings(BaseSettings):
         default="auto",
         description="Inference device: auto, cpu, cuda or cuda:N (N = GPU index)",
     )
-    retention_days: float | None = Field(
-        default=90.0,
-        gt=0,
-        le=3650,
-        description="Inspections, defects and evidence files older than this are deleted; unset = keep all",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
-    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text, or one JSON object per line for log collectors"
     )
@@ -81,6 +72,15 @@ class ServiceSettings(BaseSettings):
         min_length=1,
         max_length=255,
         description="Address the metrics endpoints listen on (0.0.0.0 = every interface)",
+    )
+    retention_days: float | None = Field(
+        default=90.0,
+        gt=0,
+        le=3650,
+        description="Inspections, defects and evidence files older than this are deleted; unset = keep all",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )
 
     @field_validator("data_dir")
