@@ -112,12 +112,15 @@ def reference_checks(stations: list[StationConfig]) -> list[Check]:
 
     out = []
     for s in stations:
+        refs = s.references
+        if refs is None:  # a zero-shot station (issue 4) has no reference images
+            continue
         try:
             n = len(reference_files(s))
         except (OSError, ValueError) as e:
             out.append(Check(False, f"references of {s.id}", str(e)))
             continue
-        out.append(Check(n > 0, f"references of {s.id}", f"{n} images in {s.references.folder}"))
+        out.append(Check(n > 0, f"references of {s.id}", f"{n} images in {refs.folder}"))
     return out
 
 
