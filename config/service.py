@@ -57,6 +57,22 @@ class ServiceSettings(BaseSettings):
         default="auto",
         description="Inference device: auto, cpu, cuda or cuda:N (N = GPU index)",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or one JSON object per line for log collectors"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Base port of the Prometheus metrics; each role adds its offset "
+        "(capture +0, recorder +1, dashboard +2, explain +3, worker +4 + GPU index); unset = no metrics",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        min_length=1,
+        max_length=255,
+        description="Address the metrics endpoints listen on (0.0.0.0 = every interface)",
+    )
     retention_days: float | None = Field(
         default=90.0,
         gt=0,
@@ -128,6 +144,16 @@ class ServiceSettings(BaseSettings):
         if not isinstance(text, str) or not _DEVICE.match(text):
             raise ValueError("must be auto, cpu, cuda or cuda:N with N the GPU index, e.g. cuda:0")
         return text
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _blank_port_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.station import StationConfig
-from pipeline import keys, streams
+from pipeline import keys, metrics, streams
 from pipeline.capture import StationCapture
 from pipeline.messages import FrameMessage
 from pipeline.sources import make_source
@@ -46,8 +46,10 @@ class StationPublisher:
         self.station = station
         self.options = options
         self.frames = keys.frames(station.id)
+        self.counters = metrics.CaptureCounters(station.id)
 
     async def publish_state(self, state: dict[str, Any]) -> None:
+        self.counters.update(state)  # the metrics count what `linewatch status` shows
         mapping: Any = {k: json.dumps(v) for k, v in state.items()}
         key = keys.station_state(self.station.id)
 
@@ -100,7 +102,13 @@ class StationPublisher:
             start_seq=seq,
             on_state=self.publish_state,
         )
-        logger.info("station %s: capturing %s from seq %d", self.station.id, source.describe(), seq)
+        logger.info(
+            "station %s: capturing %s from seq %d",
+            self.station.id,
+            source.describe(),
+            seq,
+            extra={"station": self.station.id},
+        )
         async with capture:
             count = 0
             async for frame in capture.frames():

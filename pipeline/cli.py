@@ -110,13 +110,37 @@ def _with_stations(role: Callable[..., int]) -> Callable[[argparse.Namespace], i
         except ConfigError as e:
             print(f"linewatch {args.command}: configuration error\n{e}", file=sys.stderr)
             return 2
+        from pipeline import log_format
+
+        log_format.configure(
+            "DEBUG" if args.verbose else settings.log_level, settings.log_format, args.command
+        )
         try:
+            if getattr(args, "check", False):
+                return _check(args, settings, stations)
+            if hasattr(args, "metrics_port"):
+                from pipeline import metrics
+
+                device = getattr(args, "device", None)
+                metrics.enable(args.command, settings, stations, _redis(settings), args.metrics_port, device)
             return role(args, settings, stations)
         except (WorkerError, PipelineError, StoreError) as e:  # known failures: say what, no traceback
             print(f"linewatch {args.command}: {e}", file=sys.stderr)
             return 2
 
     return run
+
+
+def _redis(settings) -> str:
+    from pipeline.roles import redis_url
+
+    return redis_url(settings)
+
+
+def _check(args, settings, stations) -> int:
+    from pipeline.health import run_checks
+
+    return run_checks(args.command, settings, stations, _redis(settings))
 
 
 def _run(args, settings, stations) -> int:
@@ -173,12 +197,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}")
+    return value
+
+
 def _role_parser(
-    sub: argparse._SubParsersAction, name: str, help: str, func: Callable
+    sub: argparse._SubParsersAction, name: str, help: str, func: Callable, service: bool = True
 ) -> argparse.ArgumentParser:
+    """A sub-command taking stations; a ``service`` (a long-running role) also gets --check and metrics."""
     p = sub.add_parser(name, help=help)
     p.add_argument("--config", action="append", type=Path, help="station YAML file or folder (repeatable)")
     p.add_argument("--data-dir", type=Path, default=None, help="data dir (default LINEWATCH_DATA_DIR)")
+    if service:
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="check Redis, database, weights... this role needs; exit 0 if ok",
+        )
+        p.add_argument(
+            "--metrics-port",
+            type=_port,
+            default=None,
+            help="serve Prometheus metrics here (default: LINEWATCH_METRICS_PORT + the role's offset)",
+        )
     p.set_defaults(func=_with_stations(func))
     return p
 
@@ -188,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = _role_parser(sub, "run", "everything on one machine (the demo station without --config)", _run)
+    run = _role_parser(
+        sub, "run", "everything on one machine (the demo station without --config)", _run, service=False
+    )
     for p in (run, _role_parser(sub, "dashboard", "the web dashboard", _dashboard)):
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8080)
@@ -210,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="transformers backend: cpu, cuda or cuda:N (default LINEWATCH_DEVICE)"
     )
     _role_parser(sub, "recorder", "results from Redis into the SQL store", _recorder)
-    status = _role_parser(sub, "status", "state of stations, streams and processes", _status)
+    status = _role_parser(sub, "status", "state of stations, streams and processes", _status, service=False)
     status.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="station configuration tools")

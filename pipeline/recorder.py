@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import keys, streams
+from pipeline import keys, metrics, streams
 from pipeline.evidence import EvidenceError, write_evidence
 from pipeline.messages import MessageError, ResultMessage
 from pipeline.store.errors import StoreUnavailable
@@ -164,6 +164,7 @@ class Recorder:
             return  # stopping during an outage: the batch stays pending in Redis for next time
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, good), what="ack")
         self.recorded += len(results)
+        metrics.observe_stored(results, time.time())
 
     async def _commit(
         self, results: list[ResultMessage], evidence: dict[str, tuple[str, str]], stop: asyncio.Event
@@ -172,14 +173,16 @@ class Recorder:
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self.store.record, results, evidence, self.unexplained)
+                outcome = await asyncio.to_thread(self.store.record, results, evidence, self.unexplained)
+                metrics.DUPLICATE_RESULTS.inc(outcome.duplicates)
                 return True
             except StoreUnavailable as e:
+                metrics.STORE_RETRIES.inc()
                 logger.warning(
                     "database unavailable (%s); %d results wait, retrying in %.1fs", e, len(results), delay
                 )
             except BadResult as e:  # one bad row must not block the rest: store the others
-                logger.error("dropping unstorable result: %s", e)
+                logger.error("dropping unstorable result: %s", e, extra={"frame": e.frame_id})
                 results = [r for r in results if r.id != e.frame_id]
                 continue
             if stop.is_set():
@@ -192,8 +195,13 @@ class Recorder:
         for res in flagged:
             jpeg = res.frame_jpeg
             if not jpeg:
-                logger.error("%s: flagged result carries no frame; defect stored without image", res.id)
+                logger.error(
+                    "%s: flagged result carries no frame; defect stored without image",
+                    res.id,
+                    extra={"station": res.station_id, "frame": res.id},
+                )
                 self.evidence_failures += 1
+                metrics.EVIDENCE_FAILURES.inc()
                 continue
             try:
                 out[res.id] = await asyncio.to_thread(
@@ -201,6 +209,9 @@ class Recorder:
                 )
             except EvidenceError as e:
                 # disk full or read-only: the inspection row matters more than the picture
-                logger.error("evidence not written: %s", e)
+                logger.error(
+                    "evidence not written: %s", e, extra={"station": res.station_id, "frame": res.id}
+                )
                 self.evidence_failures += 1
+                metrics.EVIDENCE_FAILURES.inc()
         return out

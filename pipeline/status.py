@@ -30,12 +30,18 @@ async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
             for name, stream, group in (
                 ("inspect_lag", keys.frames(s.id), keys.INSPECT_GROUP),
                 ("record_lag", keys.results(s.id), keys.RECORD_GROUP),
+                ("explain_lag", keys.flagged(s.id), keys.EXPLAIN_GROUP),  # the LLM backlog
             ):
                 try:
                     lags[name] = await streams.lag(r, stream, group)
                 except LookupError:
                     lags[name] = None
-            out["stations"][s.id] = {**state, **lags, "frames_in_stream": await r.xlen(keys.frames(s.id))}
+            out["stations"][s.id] = {
+                **state,
+                **lags,
+                "frames_in_stream": await r.xlen(keys.frames(s.id)),
+                "flagged_in_stream": await r.xlen(keys.flagged(s.id)),
+            }
         return out
     finally:
         await r.aclose()
@@ -52,7 +58,9 @@ def render(report: dict, summaries: dict) -> str:
             f"{sid}: camera {st.get('state')} fps {float(st.get('fps') or 0):.1f} "
             f"frames {st.get('frames', 0)} dropped {st.get('dropped', 0)} "
             f"reconnects {st.get('reconnects', 0)} | "
-            f"inspect lag {st['inspect_lag']} record lag {st['record_lag']} | "
+            f"inspect lag {st['inspect_lag']} record lag {st['record_lag']} "
+            + (f"explain lag {st['explain_lag']} " if st.get("explain_lag") is not None else "")
+            + "| "
             + (
                 f"stored {db.inspections} flagged {db.flagged} to review {db.unreviewed}"
                 if db

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from pipeline import keys
+from pipeline import keys, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ async def reconnecting(
             return await op()
         except TRANSIENT_ERRORS as e:
             attempt += 1
+            metrics.REDIS_RETRIES.inc()
             wait = delay * random.uniform(0.5, 1.0)  # jitter: many roles reconnect at once
             logger.warning(
                 "Redis unavailable for %s (attempt %d), retrying in %.2f s: %s", what, attempt, wait, e
@@ -211,7 +212,13 @@ async def dead_letter(r: Redis, stream: str, group: str, entry: Entry, reason: s
     async with r.pipeline(transaction=False) as pipe:
         _bury(pipe, group, entry, reason, deliveries.get(entry.id, 0))
         await pipe.execute()
-    logger.error("entry %s of %s dead-lettered: %s", entry.id, stream, reason)
+    logger.error(
+        "entry %s of %s dead-lettered: %s",
+        entry.id,
+        stream,
+        reason,
+        extra={"stream": stream, "entry": entry.id},
+    )
 
 
 def counter_field(kind: Literal["dead", "trimmed"], stream: str) -> str:

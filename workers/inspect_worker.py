@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import keys, streams
+from pipeline import keys, metrics, streams
 from pipeline.evidence import encode_heatmap
 from pipeline.messages import FrameMessage, MessageError, ResultMessage
 from workers.frames import decode_frame
@@ -182,8 +182,12 @@ class InspectWorker:
         await streams.reconnecting(lambda: self._publish(batch.frames, results), what="results")
         await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, batch.entries), what="ack")
         self.inspected += len(batch.frames)
+        done = time.time()
+        for (msg, _), res in zip(batch.frames, results, strict=True):
+            metrics.observe_inspected(msg.station_id, res.flagged, done - msg.captured_at)
 
     def _inspect(self, frames: list[tuple[FrameMessage, np.ndarray]]) -> list[InspectionResult]:
+        started = time.perf_counter()
         by_inspector: dict[int, list[int]] = {}
         for i, (msg, _) in enumerate(frames):
             by_inspector.setdefault(id(self.inspectors[msg.station_id]), []).append(i)
@@ -194,6 +198,7 @@ class InspectWorker:
                 idx, insp.inspect([(frames[i][0].station_id, frames[i][1]) for i in idx]), strict=True
             ):
                 out[i] = res
+        metrics.observe_batch(len(frames), time.perf_counter() - started)
         return [r for r in out if r is not None]
 
     async def _publish(

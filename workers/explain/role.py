@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from config.station import StationConfig
-from pipeline import keys, streams
+from pipeline import keys, metrics, streams
 from pipeline.messages import MessageError, ResultMessage, VerdictMessage
 from workers.explain.backends.base import Backend
 from workers.explain.backlog import Backlog
@@ -151,8 +151,8 @@ class Explainer:
         started = time.monotonic()
         frame = frame_for(job.result)
         if frame is None:
-            logger.error("%s: original frame expired before the LLM's turn", job.result.id)
-            outcome = Outcome("skipped", note="skipped: frame expired before it could be explained")
+            logger.error("%s: flagged result carries no frame to show the LLM", job.result.id)
+            outcome = Outcome("skipped", note="skipped: no frame in the flagged result")
             self.counts["skipped"] += 1
             return verdict_message(job.result, outcome, backend.name, started)
         cfg = job.station.explainer
@@ -164,6 +164,7 @@ class Explainer:
                 job.result, Outcome("skipped", note=f"skipped: {e}"), backend.name, started
             )
         outcome = await ask(backend, chat)
+        metrics.observe_explanation(job.station.id, time.monotonic() - started, outcome.status)
         self.counts["asked"] += 1
         self.counts["requests"] += outcome.requests
         self.counts["failed"] += outcome.status == "failed"
