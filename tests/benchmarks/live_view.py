@@ -30,6 +30,10 @@ from dashboards.app import create_app
 from pipeline.store.schema import upgrade
 settings = load_settings(data_dir=sys.argv[1], live_height=int(sys.argv[3]), live_fps=float(sys.argv[4]))
 upgrade(settings.effective_database_url)
+from pipeline.store.store import Store
+from tests.dashboards.conftest import add_users
+with Store.open(settings.effective_database_url) as store:
+    add_users(store)  # the viewers log in as vera
 uvicorn.run(create_app(settings, sys.argv[2], ["line-1"]), port=int(sys.argv[5]), log_level="warning")
 """
 
