@@ -13,6 +13,7 @@ table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid
 figure{display:inline-block;margin:.4rem;width:300px}img{width:300px;border:1px solid #444}
 figcaption{font-size:.8rem;color:#bbb}</style></head><body>
 <h1>linewatch</h1><p class=last>{user} · <a href="/review" style="color:#8cf">review queue</a> ·
+<a href="/history" style="color:#8cf">history</a> ·
 <a href="#" id=logout style="color:#8cf">log out</a></p>
 <section id=grid>{cards}</section><section id=summary>{summary}</section>
 <script>

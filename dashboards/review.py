@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import html
+import io
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from dashboards.auth import LoginThrottle, OperatorWrite, Sessions, Viewer, ViewerWrite
-from dashboards.review_page import LOGIN_PAGE, REVIEW_PAGE
+from dashboards.review_page import HISTORY_PAGE, LOGIN_PAGE, REVIEW_PAGE
 from pipeline.store import reviews
 from pipeline.store.models import REVIEW_STATES
 from pipeline.store.store import Store
@@ -28,6 +30,50 @@ class SessionInfo(BaseModel):
     username: str
     role: str
     csrf: str
+
+
+class DefectFilter:
+    """Query filters shared by the defect list, the CSV export and the history page."""
+
+    def __init__(
+        self,
+        state: Literal["unreviewed", "confirmed", "rejected"] | None = None,
+        station: str | None = Query(default=None, max_length=64),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        min_score: float | None = Query(default=None, ge=0, le=1),
+        defect_type: str | None = Query(default=None, max_length=100),
+    ) -> None:
+        self.state, self.station, self.since, self.until = state, station, since, until
+        self.min_score, self.defect_type = min_score, defect_type
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+CSV_COLUMNS = (
+    "id", "station", "seq", "captured_at", "score", "position", "review_state", "defect_type",
+    "note", "reviewed_by", "reviewed_at", "llm_status", "llm_anomaly", "llm_defect_type",
+    "llm_location", "llm_confidence", "evidence",
+)  # fmt: skip
+
+
+def to_csv(items: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for d in items:
+        v = d["verdict"]
+        writer.writerow(
+            [
+                d["id"], d["station"], d["seq"], d["captured_at"], f"{d['score']:.4f}", d["position"],
+                d["review_state"], d["defect_type"] or "", d["note"] or "", d["reviewed_by"] or "",
+                d["reviewed_at"] or "", v["status"], "" if v["anomaly"] is None else v["anomaly"],
+                v["defect_type"] or "", v["location"] or "",
+                "" if v["confidence"] is None else v["confidence"], d["evidence"] or "",
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
 
 
 class Decision(BaseModel):
@@ -87,25 +133,34 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
     @api.get("/api/defects")
     async def list_defects(
         _: Viewer,
-        state: Literal["unreviewed", "confirmed", "rejected"] | None = None,
-        station: str | None = Query(default=None, max_length=64),
-        since: datetime | None = None,
-        until: datetime | None = None,
+        filters: Annotated[DefectFilter, Depends()],
         limit: int = Query(default=50, ge=1, le=200),
         offset: int = Query(default=0, ge=0),
     ) -> dict[str, Any]:
         """Flagged defects, newest first, with the detector's and the explainer's verdicts."""
         total, items = await asyncio.to_thread(
-            reviews.list_defects,
-            store,
-            state=state,
-            station=station,
-            since=since,
-            until=until,
-            limit=limit,
-            offset=offset,
+            reviews.list_defects, store, **filters.as_kwargs(), limit=limit, offset=offset
         )
         return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    @api.get("/api/defects.csv")
+    async def export_defects(_: Viewer, filters: Annotated[DefectFilter, Depends()]) -> Response:
+        """Every defect matching the filters as CSV (one row per defect, newest first)."""
+        _total, items = await asyncio.to_thread(
+            reviews.list_defects, store, **filters.as_kwargs(), limit=None
+        )
+        return Response(
+            to_csv(items),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="linewatch-defects.csv"'},
+        )
+
+    @api.get("/history", response_class=HTMLResponse, include_in_schema=False)
+    async def history_page(request: Request) -> Any:
+        found = sessions.read(request)
+        if found is None:
+            return login_redirect(request)
+        return HISTORY_PAGE.replace("{user}", html.escape(found[0].username))
 
     @api.get("/api/defects/{defect_id}")
     async def get_defect(defect_id: int, _: Viewer) -> dict[str, Any]:

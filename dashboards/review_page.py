@@ -35,7 +35,7 @@ REVIEW_PAGE = (
 <meta name=csrf content="{csrf}">"""
     + STYLE
     + """</head><body><h1>Review queue</h1>
-<p class=muted>{user} ({role}) · <a href="/">live view</a> ·
+<p class=muted>{user} ({role}) · <a href="/">live view</a> · <a href="/history">history</a> ·
 <kbd>j</kbd>/<kbd>k</kbd> next/previous · <kbd>c</kbd> confirm · <kbd>r</kbd> reject ·
 <kbd>t</kbd> defect type · <kbd>x</kbd> select · <kbd>C</kbd>/<kbd>R</kbd> confirm/reject selected</p>
 <p><label>show <select id=state><option value=unreviewed>unreviewed</option>
@@ -107,5 +107,65 @@ document.addEventListener('keydown', (e) => {
   render();
 });
 load(); setInterval(load, 5000);
+</script></body></html>"""
+)
+
+HISTORY_PAGE = (
+    """<!doctype html><html><head><meta charset=utf-8><title>linewatch · history</title>"""
+    + STYLE
+    + """<style>table{border-collapse:collapse;margin-top:.8rem}td,th{padding:.25rem .6rem;
+border-bottom:1px solid #333;text-align:left;font-size:.9rem}</style></head><body><h1>History</h1>
+<p class=muted>{user} · <a href="/">live view</a> · <a href="/review">review queue</a></p>
+<form id=filters><label>station <input name=station size=12></label>
+<label>state <select name=state><option value="">any</option><option>unreviewed</option>
+<option>confirmed</option><option>rejected</option></select></label>
+<label>from <input name=since type=datetime-local></label>
+<label>to <input name=until type=datetime-local></label>
+<label>score ≥ <input name=min_score type=number min=0 max=1 step=0.05 size=5></label>
+<label>type <input name=defect_type size=10></label>
+<button type=submit>filter</button> <a id=csv href="/api/defects.csv">download CSV</a></form>
+<p><button id=prev>← newer</button><span id=range class=muted></span><button id=next>older →</button></p>
+<table><thead><tr><th>captured</th><th>station</th><th>frame</th><th>score</th><th>where</th>
+<th>review</th><th>type</th><th>by</th><th>LLM</th><th>evidence</th></tr></thead>
+<tbody id=rows></tbody></table>
+<p id=error class=confirmed></p>
+<script>
+const PAGE = 50; let offset = 0;
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';');
+function query() {
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData(document.getElementById('filters'))) {
+    if (!v) continue;
+    q.set(k, (k === 'since' || k === 'until') ? new Date(v).toISOString() : v);
+  }
+  return q;
+}
+async function load() {
+  const q = query();
+  document.getElementById('csv').href = '/api/defects.csv?' + q;
+  q.set('limit', PAGE); q.set('offset', offset);
+  const resp = await fetch('/api/defects?' + q);
+  const data = await resp.json();
+  if (!resp.ok) { document.getElementById('error').textContent = JSON.stringify(data.detail); return; }
+  document.getElementById('error').textContent = '';
+  document.getElementById('range').textContent =
+    ` ${data.total ? offset + 1 : 0}–${Math.min(offset + PAGE, data.total)} of ${data.total} `;
+  document.getElementById('rows').innerHTML = data.items.map((d) => `<tr>
+    <td>${esc((d.captured_at || '').replace('T', ' ').slice(0, 19))}</td><td>${esc(d.station)}</td>
+    <td>${d.seq}</td><td>${d.score.toFixed(2)}</td><td>${esc(d.position)}</td>
+    <td class="${esc(d.review_state)}">${esc(d.review_state)}</td><td>${esc(d.defect_type)}</td>
+    <td>${esc(d.reviewed_by)}</td><td>${esc(d.verdict.status)}</td>
+    <td>${d.overlay ? `<a href="/evidence/${esc(d.overlay)}">overlay</a>` : ''}</td></tr>`).join('');
+  document.getElementById('prev').disabled = offset === 0;
+  document.getElementById('next').disabled = offset + PAGE >= data.total;
+}
+document.getElementById('filters').addEventListener('submit', (e) => {
+  e.preventDefault(); offset = 0; load();
+});
+document.getElementById('prev').addEventListener('click', () => {
+  offset = Math.max(0, offset - PAGE); load();
+});
+document.getElementById('next').addEventListener('click', () => { offset += PAGE; load(); });
+load();
 </script></body></html>"""
 )

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from pipeline.store.models import REVIEW_STATES, Defect, Inspection, Review, utcnow
 from pipeline.store.store import Store
@@ -50,13 +51,19 @@ def list_defects(
     station: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: int = 50,
+    min_score: float | None = None,
+    defect_type: str | None = None,
+    limit: int | None = 50,
     offset: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page of defects newest first)."""
+    """(total matching, one page of defects newest first); ``limit`` None returns all of them."""
     if state is not None and state not in REVIEW_STATES:
         raise ValueError(f"review state {state!r} is not one of {', '.join(REVIEW_STATES)}")
     query = select(Defect)
+    if min_score is not None:
+        query = query.where(Defect.score >= min_score)
+    if defect_type is not None:
+        query = query.where(Defect.defect_type == defect_type)
     if state is not None:
         query = query.where(Defect.review_state == state)
     if station is not None:
@@ -69,7 +76,8 @@ def list_defects(
             query = query.where(Inspection.captured_at < until)
     with store._transaction("listing defects", write=False) as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(Defect.id.desc()).limit(limit).offset(offset)).all()
+        page = query.options(selectinload(Defect.inspection)).order_by(Defect.id.desc())
+        rows = session.scalars(page.limit(limit).offset(offset)).all()
         return int(total), [defect_view(d) for d in rows]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from sqlalchemy import select
 
@@ -168,3 +171,38 @@ def test_the_api_schema_lists_the_review_endpoints(dash: Dash) -> None:
         "/api/defects/{defect_id}/review",
         "/api/stations/{station_id}/webrtc/offer",
     } <= set(paths)
+
+
+def test_history_filters_and_csv_export(dash: Dash) -> None:
+    operator, csrf = dash.login("otto")
+    newest = operator.get("/api/defects").json()["items"][0]["id"]
+    operator.post(
+        f"/api/defects/{newest}/review",
+        json={"decision": "confirmed", "defect_type": "hole, round", "note": 'said "hi"'},
+        headers={"X-CSRF-Token": csrf},
+    )
+    viewer, _ = dash.login("vera")
+    assert viewer.get("/api/defects?defect_type=hole, round").json()["total"] == 1
+    assert viewer.get("/api/defects?min_score=0.9").json()["total"] == 0  # factory scores are 0.8
+    assert viewer.get("/api/defects?min_score=0.5").json()["total"] == 3
+    assert viewer.get("/api/defects?until=2000-01-01T00:00:00Z").json()["total"] == 0
+    assert viewer.get("/api/defects?since=2000-01-01T00:00:00Z").json()["total"] == 3
+    assert viewer.get("/api/defects?min_score=2").status_code == 422
+
+    assert dash.anon().get("/api/defects.csv").status_code == 401
+    resp = viewer.get("/api/defects.csv?state=confirmed")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    assert "attachment" in resp.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["station"], row["seq"], row["review_state"], row["reviewed_by"]) == (
+        "line-1",
+        "6",
+        "confirmed",
+        "otto",
+    )
+    assert row["defect_type"] == "hole, round" and row["note"] == 'said "hi"'  # quoted, not split
+    everything = list(csv.DictReader(io.StringIO(viewer.get("/api/defects.csv").text)))
+    assert [r["seq"] for r in everything] == ["6", "4", "2"]
+    assert viewer.get("/history").status_code == 200

@@ -82,3 +82,23 @@ def test_an_operator_confirms_and_a_viewer_cannot(served: tuple[str, Store]) -> 
             assert conn.execute(select(Review.username)).scalars().all() == ["otto"]
         viewer.screenshot(path=str(ARTIFACTS / "review-viewer.png"))
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+def test_history_filters_pages_and_links_the_csv(served: tuple[str, Store]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_context(viewport={"width": 1300, "height": 800}).new_page()
+        browser_login(page, url, "vera")
+        page.goto(url + "/history")
+        page.wait_for_function("document.querySelectorAll('#rows tr').length === 3")
+        assert "1–3 of 3" in page.locator("#range").inner_text()
+        page.fill("input[name=min_score]", "0.9")
+        page.click("#filters button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#rows tr').length === 0")
+        assert "min_score=0.9" in page.locator("#csv").get_attribute("href")
+        page.screenshot(path=str(ARTIFACTS / "history.png"))
+        browser.close()
