@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.service import ServiceSettings
-from dashboards import review, webrtc
+from config.station import StationConfig
+from dashboards import review, stations, webrtc
 from dashboards.auth import LoginThrottle, Sessions, Viewer, secret_key
 from dashboards.live_page import LIVE_PAGE
 from dashboards.webrtc import LiveView
@@ -29,7 +30,12 @@ from pipeline.store.models import Defect
 from pipeline.store.store import Store
 
 
-def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]) -> FastAPI:
+def create_app(
+    settings: ServiceSettings,
+    redis_url: str,
+    station_ids: list[str],
+    configs: dict[str, StationConfig] | None = None,
+) -> FastAPI:
     store = Store.open(settings.effective_database_url)
     redis = streams.connect(redis_url, name="dashboard")
     data_dir = settings.data_dir.resolve()
@@ -46,6 +52,7 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
     app.state.sessions = sessions
     app.include_router(webrtc.router(live))
     app.include_router(review.router(store, sessions, LoginThrottle()))
+    app.include_router(stations.router(store, redis, sessions, configs or {}))
     app.state.live = live
 
     async def states() -> dict[str, dict[str, Any]]:
@@ -108,7 +115,8 @@ def create_app(settings: ServiceSettings, redis_url: str, station_ids: list[str]
 
 def render_summary(summaries: list, live: dict[str, dict[str, Any]], defects: list[Defect]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(s.station_id)}</td><td>{html.escape(s.product)}</td>"
+        f"<tr><td><a href='/stations/{html.escape(s.station_id)}'>{html.escape(s.station_id)}</a></td>"
+        f"<td>{html.escape(s.product)}</td>"
         f"<td class='{html.escape(str(live.get(s.station_id, {}).get('state', 'offline')))}'>"
         f"{html.escape(str(live.get(s.station_id, {}).get('state', 'offline')))}</td>"
         f"<td>{float(live.get(s.station_id, {}).get('fps', 0) or 0):.1f}</td>"
@@ -136,7 +144,7 @@ SUMMARY = """<h2>Stations</h2><table><tr><th>station</th><th>product</th><th>cam
 
 
 def dashboard_main(
-    settings: ServiceSettings, station_ids: list[str], redis_url: str, host: str, port: int
+    settings: ServiceSettings, station_list: list[StationConfig], redis_url: str, host: str, port: int
 ) -> int:
     import uvicorn
 
@@ -146,5 +154,7 @@ def dashboard_main(
         created = ensure_first_admin(store, settings.data_dir)
     if created is not None:
         print(f"dashboard: first user 'admin', password in {created}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings, redis_url, station_ids), host=host, port=port, log_level="warning")
+    configs = {s.id: s for s in station_list}
+    app = create_app(settings, redis_url, list(configs), configs)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

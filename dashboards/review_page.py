@@ -169,3 +169,57 @@ document.getElementById('next').addEventListener('click', () => { offset += PAGE
 load();
 </script></body></html>"""
 )
+
+STATION_PAGE = (
+    """<!doctype html><html><head><meta charset=utf-8><title>linewatch · station</title>"""
+    + STYLE
+    + """<style>pre{background:#1b1b1b;border:1px solid #333;padding:.6rem;overflow:auto;max-height:24rem}
+.refs img{height:110px;margin:.2rem;border:1px solid #444}.refs img.unused{opacity:.35}
+dl{display:grid;grid-template-columns:12rem 1fr;gap:.2rem .8rem}dt{color:#999}</style></head><body>
+<h1 id=title>{station}</h1><p class=muted><a href="/">live view</a> · <a href="/review">review queue</a> ·
+<a href="/history">history</a></p>
+<h2>Counts</h2><dl id=counts></dl>
+<h2>Defect rate, last 24 hours</h2><svg id=chart width=760 height=170></svg>
+<p class=muted>bars: inspected frames per hour (grey) and flagged ones (red); the line: flagged share</p>
+<h2>Model and threshold</h2><dl id=model></dl>
+<h2>Reference images</h2><div class=refs id=refs></div>
+<h2>Configuration</h2><pre id=config></pre>
+<script>
+const station = document.getElementById('title').textContent;
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';');
+const dl = (pairs) => pairs.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('');
+function chart(hours) {
+  const w = 760, h = 150, bw = w / hours.length, top = Math.max(1, ...hours.map((x) => x.inspected));
+  let bars = '', line = '';
+  hours.forEach((x, i) => {
+    const hi = h * x.inspected / top, hf = h * x.flagged / top;
+    const share = x.inspected ? x.flagged / x.inspected : 0;
+    bars += `<rect x=${i * bw + 1} y=${h - hi} width=${bw - 2} height=${hi} fill=#555></rect>`;
+    bars += `<rect class=flagged x=${i * bw + 1} y=${h - hf} width=${bw - 2} height=${hf} fill=#e44></rect>`;
+    line += `${i ? 'L' : 'M'}${i * bw + bw / 2},${h - h * share} `;
+    if (i % 4 === 0) bars += `<text x=${i * bw} y=165 fill=#999 font-size=10>${x.hour.slice(11, 16)}</text>`;
+  });
+  document.getElementById('chart').innerHTML = bars + `<path d="${line}" stroke=#fc4 fill=none></path>`;
+}
+async function load() {
+  const resp = await fetch('/api/stations/' + encodeURIComponent(station));
+  if (!resp.ok) { document.getElementById('counts').innerHTML = dl([['error', resp.status]]); return; }
+  const d = await resp.json(), s = d.summary || {}, m = d.model;
+  document.getElementById('counts').innerHTML = dl([['product', s.product], ['inspected', s.inspections],
+    ['flagged', s.flagged], ['awaiting review', s.unreviewed], ['last frame', s.last_captured_at]]);
+  document.getElementById('model').innerHTML = m ? dl([['backbone', m.backbone], ['device', m.device],
+    ['inspection size', m.image_size + ' px'], ['memory bank (per level)', m.bank.join(' / ') || 'none'],
+    ['zero-shot decoder', m.decoder ? 'yes' : 'no'], ['threshold (raw)', m.threshold.toFixed(4)],
+    ['normal level (raw)', m.normal_level.toFixed(4)],
+    ['references held out (raw scores)', m.normal_scores.map((x) => x.toFixed(4)).join(', ')]])
+    : dl([['model', 'no worker has loaded this station yet']]);
+  document.getElementById('refs').innerHTML = d.references.map((r) =>
+    `<img class="${r.used ? '' : 'unused'}" title="${esc(r.name)}${r.used ? '' : ' (beyond k)'}"
+      src="/stations/${encodeURIComponent(station)}/references/${encodeURIComponent(r.name)}">`).join('')
+    || '<p class=muted>none (zero-shot)</p>';
+  document.getElementById('config').textContent = d.config_yaml;
+  chart(d.hourly);
+}
+load(); setInterval(load, 10000);
+</script></body></html>"""
+)

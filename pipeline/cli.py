@@ -177,7 +177,7 @@ def _dashboard(args, settings, stations) -> int:
     from dashboards.app import dashboard_main
     from pipeline.roles import redis_url
 
-    return dashboard_main(settings, [s.id for s in stations], redis_url(settings), args.host, args.port)
+    return dashboard_main(settings, stations, redis_url(settings), args.host, args.port)
 
 
 def _status(args, settings, stations) -> int:

@@ -54,3 +54,8 @@ def counters() -> str:
 def last_seq(station_id: str) -> str:
     """The last frame seq published for a station, so a restarted capture continues the numbering."""
     return f"{PREFIX}:seq:{station_id}"
+
+
+def station_model(station_id: str) -> str:
+    """JSON of the model a worker loaded for a station: backbone, mode, bank sizes, calibration."""
+    return f"{PREFIX}:model:{station_id}"

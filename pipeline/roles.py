@@ -7,9 +7,11 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from config.loader import load_stations
 from config.service import ServiceSettings, load_settings
@@ -111,10 +113,33 @@ def worker_main(
 
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="worker")
+        await streams.reconnecting(lambda: publish_models(r, inspectors), what="station models")
         await InspectWorker(r, inspectors, process_name("worker"), options).run(stop)
         await r.aclose()
 
     return serve(main)
+
+
+async def publish_models(r: Any, inspectors: dict[str, Any]) -> None:
+    """What each station's model is, for the dashboard's station page (read-only, no TTL)."""
+    import json
+
+    from pipeline import keys
+
+    for station_id, inspector in inspectors.items():
+        model = inspector.stations[station_id]
+        info = {
+            "backbone": inspector.backbone.spec,
+            "device": str(inspector.device),
+            "image_size": model.image_size,
+            "bank": model.bank.sizes if model.bank is not None else [],
+            "decoder": model.decoder is not None,
+            "threshold": model.calibration.threshold,
+            "normal_level": model.calibration.normal_level,
+            "normal_scores": list(model.calibration.normal_scores),
+            "loaded_at": time.time(),
+        }
+        await r.set(keys.station_model(station_id), json.dumps(info))
 
 
 def explain_main(settings: ServiceSettings, stations: list[StationConfig], device: str | None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, case, delete, func, select, update
+from sqlalchemy import Engine, Integer, Table, case, cast, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -224,6 +224,36 @@ class Store:
         stmt = select(Inspection.seq).where(Inspection.station_id == station_id, Inspection.flagged)
         with self._transaction("listing flagged frames", write=False) as session:
             return list(session.execute(stmt.order_by(Inspection.seq)).scalars())
+
+    def hourly_counts(
+        self, station_id: str, hours: int = 24, *, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Inspected and flagged frames per hour over the last ``hours`` hours, oldest first (every
+        hour listed, empty ones with zeros): the station page's defect-rate chart."""
+        end = (now or utcnow()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        start = end - timedelta(hours=hours)
+        with self._transaction(f"counting {station_id} per hour", write=False) as session:
+            offset = start.timestamp()
+            if session.get_bind().dialect.name == "sqlite":  # rows are >= start: truncation is floor
+                seconds = cast(func.strftime("%s", Inspection.captured_at), Integer) - offset
+                bucket = cast(seconds / 3600, Integer).label("bucket")
+            else:  # PostgreSQL rounds when casting, so floor first
+                seconds = func.extract("epoch", Inspection.captured_at) - offset
+                bucket = cast(func.floor(seconds / 3600), Integer).label("bucket")
+            stmt = (
+                select(bucket, func.count(), func.sum(case((Inspection.flagged, 1), else_=0)))
+                .where(Inspection.station_id == station_id, Inspection.captured_at >= start)
+                .group_by(bucket)
+            )
+            counts = {int(b): (int(n), int(f or 0)) for b, n, f in session.execute(stmt)}
+        return [
+            {
+                "hour": (start + timedelta(hours=i)).isoformat(),
+                "inspected": counts.get(i, (0, 0))[0],
+                "flagged": counts.get(i, (0, 0))[1],
+            }
+            for i in range(hours)
+        ]
 
     def station_summary(self) -> list[StationSummary]:
         """Per station: frames inspected, flagged, defects awaiting review, last capture time."""

@@ -86,6 +86,7 @@ class Dash:
     client: TestClient
     store: Store
     data_dir: Path
+    redis_url: str
 
     def anon(self) -> As:
         return As(self.client)
@@ -110,7 +111,7 @@ def dash(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dash]:
     with start_embedded(tmp_path / "r") as redis_server:
         app = create_app(settings, redis_server.url, ["line-1"])
         with TestClient(app) as client:
-            yield Dash(client, store, tmp_path)
+            yield Dash(client, store, tmp_path, redis_server.url)
     store.close()
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import redis
 from sqlalchemy import select
 
+from pipeline import keys
 from pipeline.store.models import Defect, Review
 from tests.dashboards.conftest import PASSWORD, As, Dash
+from tests.pipeline.store.factories import T0
 
 READS = ["/api/stations", "/api/defects", "/api/defects?state=unreviewed", "/api/session", "/parts/summary"]
 
@@ -206,3 +214,63 @@ def test_history_filters_and_csv_export(dash: Dash) -> None:
     everything = list(csv.DictReader(io.StringIO(viewer.get("/api/defects.csv").text)))
     assert [r["seq"] for r in everything] == ["6", "4", "2"]
     assert viewer.get("/history").status_code == 200
+
+
+def test_hourly_counts_bucket_inspections_per_hour(dash: Dash) -> None:
+    # the seeded inspections were captured at T0 + 1 … T0 + 6 seconds: one hour, 6 frames, 3 flagged
+    now = datetime.fromtimestamp(T0, UTC) + timedelta(hours=2)
+    hours = dash.store.hourly_counts("line-1", 24, now=now)
+    assert len(hours) == 24
+    assert [(h["inspected"], h["flagged"]) for h in hours[-3:]] == [(6, 3), (0, 0), (0, 0)]
+    assert sum(h["inspected"] for h in hours) == 6
+    assert hours[-3]["hour"].startswith(datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%dT%H:00"))
+
+
+def test_station_api_shows_config_counts_and_the_loaded_model(dash: Dash) -> None:
+    viewer, _ = dash.login("vera")
+    assert dash.anon().get("/api/stations/line-1").status_code == 401
+    assert viewer.get("/api/stations/elsewhere").status_code == 404
+    body = viewer.get("/api/stations/line-1").json()
+    assert body["summary"]["inspections"] == 6 and body["summary"]["flagged"] == 3
+    assert body["model"] is None  # no worker has said what it loaded
+    assert len(body["hourly"]) == 24
+    model = {"backbone": "packaged:efficientnet-lite0", "threshold": 0.3, "normal_scores": [0.1, 0.2]}
+    sync = redis.Redis.from_url(dash.redis_url)
+    sync.set(keys.station_model("line-1"), json.dumps(model))
+    sync.close()
+    assert viewer.get("/api/stations/line-1").json()["model"]["threshold"] == 0.3
+    assert viewer.get("/stations/line-1").status_code == 200
+
+
+def test_reference_images_are_served_by_listed_name_only(tmp_path: Path, dash: Dash) -> None:
+    from fastapi.testclient import TestClient
+
+    from config.service import load_settings
+    from config.station import StationConfig
+    from dashboards.app import create_app
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(refs / name), np.full((8, 8, 3), 100, np.uint8))
+    (refs / "notes.txt").write_text("not an image")
+    config = StationConfig.model_validate(
+        {"id": "line-1", "camera": {"source": 0}, "product": {"name": "bottle"}}
+        | {"references": {"folder": str(refs), "k": 2}}
+    )
+    database_url = dash.store.engine.url.render_as_string(hide_password=False)
+    settings = load_settings(data_dir=dash.data_dir, database_url=database_url)
+    app = create_app(settings, dash.redis_url, ["line-1"], {"line-1": config})
+    with TestClient(app) as client:
+        viewer = As(client)
+        viewer.post("/api/login", json={"username": "vera", "password": PASSWORD})
+        body = viewer.get("/api/stations/line-1").json()
+        assert body["references"] == [
+            {"name": "a.png", "used": True},
+            {"name": "b.png", "used": True},
+            {"name": "c.png", "used": False},  # beyond k: shown greyed out
+        ]
+        assert viewer.get("/stations/line-1/references/a.png").status_code == 200
+        assert As(client).get("/stations/line-1/references/a.png").status_code == 401
+        for name in ("notes.txt", "..%2Fsecret_key", "%2e%2e", "missing.png"):
+            assert viewer.get(f"/stations/line-1/references/{name}").status_code == 404, name

@@ -102,3 +102,23 @@ def test_history_filters_pages_and_links_the_csv(served: tuple[str, Store]) -> N
         assert "min_score=0.9" in page.locator("#csv").get_attribute("href")
         page.screenshot(path=str(ARTIFACTS / "history.png"))
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+def test_the_station_page_shows_counts_chart_and_configuration(served: tuple[str, Store]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_context(viewport={"width": 1100, "height": 1200}).new_page()
+        browser_login(page, url, "vera")
+        page.goto(url + "/")
+        page.click("#summary a[href='/stations/line-1']")
+        page.wait_for_function("document.querySelectorAll('#chart rect.flagged').length === 24")
+        counts = page.locator("#counts").inner_text()
+        assert "inspected\n6" in counts and "flagged\n3" in counts
+        assert "no worker has loaded this station yet" in page.locator("#model").inner_text()
+        assert page.locator("#config").inner_text().strip() == "{}"  # what the seeded row holds
+        page.screenshot(path=str(ARTIFACTS / "station.png"))
+        browser.close()
