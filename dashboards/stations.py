@@ -43,7 +43,7 @@ def router(store: Store, redis: Redis, sessions: Sessions, configs: dict[str, St
         if row is None:
             raise HTTPException(404, f"no station {station_id!r}")
         try:  # stored as JSON by the recorder; shown as the YAML people write
-            return yaml.safe_dump(json.loads(row), sort_keys=False) if row else ""
+            return yaml.safe_dump(json.loads(row), sort_keys=False, allow_unicode=True) if row else ""
         except ValueError:
             return row
 
