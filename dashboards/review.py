@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,11 @@ from pipeline.store import reviews
 from pipeline.store.models import REVIEW_STATES
 from pipeline.store.store import Store
 from pipeline.store.users import Principal, authenticate
+
+#: database ids are 64-bit: larger numbers are refused as invalid input, not passed to the driver
+MAX_ID = 2**63 - 1
+DefectId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]
 
 
 class Login(BaseModel):
@@ -85,7 +91,7 @@ class Decision(BaseModel):
 
 
 class BulkDecision(Decision):
-    ids: list[int] = Field(min_length=1, max_length=200)
+    ids: list[DefectId] = Field(min_length=1, max_length=200)
 
 
 def page_user(sessions: Sessions, request: Request) -> Principal | None:
@@ -135,7 +141,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
         _: Viewer,
         filters: Annotated[DefectFilter, Depends()],
         limit: int = Query(default=50, ge=1, le=200),
-        offset: int = Query(default=0, ge=0),
+        offset: int = Query(default=0, ge=0, le=MAX_ID),
     ) -> dict[str, Any]:
         """Flagged defects, newest first, with the detector's and the explainer's verdicts."""
         total, items = await asyncio.to_thread(
@@ -163,7 +169,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
         return HISTORY_PAGE.replace("{user}", html.escape(found[0].username))
 
     @api.get("/api/defects/{defect_id}")
-    async def get_defect(defect_id: int, _: Viewer) -> dict[str, Any]:
+    async def get_defect(defect_id: PathId, _: Viewer) -> dict[str, Any]:
         """One defect with its audit trail (who decided what, when, and what it replaced)."""
         try:
             found = await asyncio.to_thread(reviews.get_defect, store, defect_id)
@@ -172,7 +178,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
         return {**found, "reviews": await asyncio.to_thread(reviews.audit_trail, store, defect_id)}
 
     @api.post("/api/defects/{defect_id}/review")
-    async def review(defect_id: int, body: Decision, user: OperatorWrite) -> dict[str, Any]:
+    async def review(defect_id: PathId, body: Decision, user: OperatorWrite) -> dict[str, Any]:
         """Confirm or reject one defect (optionally with a defect type and a note); audited."""
         try:
             return await asyncio.to_thread(
