@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.service import ServiceSettings
 from config.station import StationConfig
-from dashboards import review, stations, webrtc
+from dashboards import admin, review, stations, webrtc
 from dashboards.auth import LoginThrottle, Sessions, Viewer, secret_key
 from dashboards.live_page import LIVE_PAGE
 from dashboards.webrtc import LiveView
@@ -46,13 +46,14 @@ def create_app(
         yield
         await live.shutdown()
 
-    sessions = Sessions(secret_key(settings.data_dir, settings.secret_key), settings.secure_cookies)
+    sessions = Sessions(secret_key(settings.data_dir, settings.secret_key), settings.secure_cookies, store)
 
     app = FastAPI(title="linewatch", version="0.1", lifespan=lifespan)
     app.state.sessions = sessions
     app.include_router(webrtc.router(live))
     app.include_router(review.router(store, sessions, LoginThrottle()))
     app.include_router(stations.router(store, redis, sessions, configs or {}))
+    app.include_router(admin.router(store, sessions))
     app.state.live = live
 
     async def states() -> dict[str, dict[str, Any]]:
@@ -65,6 +66,13 @@ def create_app(
     def latest_defects(limit: int = 12) -> list[Defect]:
         with Session(store.engine) as session:
             return list(session.scalars(select(Defect).order_by(Defect.id.desc()).limit(limit)))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(_: Viewer) -> Response:
+        """This process's Prometheus metrics (scrape with an API token as bearer)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -19,11 +19,13 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from pipeline.store.users import Principal
+from pipeline.store.store import Store
+from pipeline.store.users import Principal, account, token_principal
 
 COOKIE = "lw_session"
 SESSION_MAX_AGE_S = 12 * 3600  # one shift and then some
 CSRF_HEADER = "X-CSRF-Token"
+ACCOUNT_CACHE_S = 5.0  # a disabled account or a changed role applies within this long
 
 
 def secret_key(data_dir: Path, configured: str | None) -> str:
@@ -65,9 +67,25 @@ class LoginThrottle:
 class Sessions:
     """Issues and reads session cookies; FastAPI dependencies check roles and CSRF tokens."""
 
-    def __init__(self, key: str, secure_cookies: bool = False) -> None:
+    def __init__(self, key: str, secure_cookies: bool = False, store: Store | None = None) -> None:
         self.serializer = URLSafeTimedSerializer(key, salt="linewatch-session")
         self.secure = secure_cookies
+        self.store = store  # with a store, role changes and disabled accounts apply at once
+        self._accounts: dict[str, tuple[Principal | None, float]] = {}
+
+    def account(self, username: str) -> Principal | None:
+        """The account as stored now, cached for ``ACCOUNT_CACHE_S`` (one query per user and interval)."""
+        if self.store is None:
+            return Principal(username, "viewer")
+        cached = self._accounts.get(username)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        found = account(self.store, username)
+        self._accounts[username] = (found, time.monotonic() + ACCOUNT_CACHE_S)
+        return found
+
+    def forget(self, username: str) -> None:
+        self._accounts.pop(username, None)
 
     def issue(self, response: Response, user: Principal) -> str:
         """A fresh session for ``user``; returns its CSRF token."""
@@ -95,15 +113,29 @@ class Sessions:
             return None
 
     def check(self, request: Request, role: str, write: bool) -> Principal:
-        """The logged-in user with at least ``role``; ``write`` also checks the CSRF header."""
-        session = self.read(request)
-        if session is None:
-            raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Cookie"})
-        user, csrf = session
+        """The user behind the request's API token or session with at least ``role``; for a
+        session, ``write`` also checks the CSRF header (a bearer token is never sent by a browser on
+        its own, so token requests need none)."""
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer ") and self.store is not None:
+            user = token_principal(self.store, bearer[7:].strip())
+            if user is None:
+                raise HTTPException(
+                    401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+                )
+        else:
+            session = self.read(request)
+            if session is None:
+                raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Cookie"})
+            signed, csrf = session
+            current = self.account(signed.username)
+            if current is None:
+                raise HTTPException(401, f"account {signed.username} is disabled or gone; log in again")
+            user = current
+            if write and not secrets.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf):
+                raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
         if not user.may(role):
             raise HTTPException(403, f"{user.username} is a {user.role}; this needs {role} or above")
-        if write and not secrets.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf):
-            raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
         return user
 
 
@@ -124,7 +156,17 @@ def _operator_write(request: Request) -> Principal:
     return _sessions(request).check(request, "operator", write=True)
 
 
+def _admin(request: Request) -> Principal:
+    return _sessions(request).check(request, "admin", write=False)
+
+
+def _admin_write(request: Request) -> Principal:
+    return _sessions(request).check(request, "admin", write=True)
+
+
 # route parameters: ``user: Viewer`` etc. (the app keeps its Sessions in app.state.sessions)
 Viewer = Annotated[Principal, Depends(_viewer)]
 ViewerWrite = Annotated[Principal, Depends(_viewer_write)]  # any role, state-changing (CSRF checked)
 OperatorWrite = Annotated[Principal, Depends(_operator_write)]
+Admin = Annotated[Principal, Depends(_admin)]
+AdminWrite = Annotated[Principal, Depends(_admin_write)]

@@ -14,6 +14,7 @@ figure{display:inline-block;margin:.4rem;width:300px}img{width:300px;border:1px 
 figcaption{font-size:.8rem;color:#bbb}</style></head><body>
 <h1>linewatch</h1><p class=last>{user} · <a href="/review" style="color:#8cf">review queue</a> ·
 <a href="/history" style="color:#8cf">history</a> ·
+<a href="/admin" style="color:#8cf">users and tokens</a> ·
 <a href="#" id=logout style="color:#8cf">log out</a></p>
 <section id=grid>{cards}</section><section id=summary>{summary}</section>
 <script>

@@ -223,3 +223,73 @@ async function load() {
 load(); setInterval(load, 10000);
 </script></body></html>"""
 )
+
+ADMIN_PAGE = (
+    """<!doctype html><html><head><meta charset=utf-8><title>linewatch · users and tokens</title>
+<meta name=csrf content="{csrf}">"""
+    + STYLE
+    + """<style>table{border-collapse:collapse}td,th{padding:.25rem .6rem;border-bottom:1px solid #333;
+text-align:left}</style></head><body><h1>Users and tokens</h1>
+<p class=muted>{user} ({role}) · <a href="/">live view</a> · <a href="/review">review queue</a></p>
+<section id=users-section><h2>Users</h2><table id=users></table>
+<form id=add><input name=username placeholder="user name" required>
+<input name=password type=password placeholder="password (10+ characters)" required>
+<select name=role><option>viewer</option><option>operator</option><option>admin</option></select>
+<button type=submit>add user</button></form></section>
+<h2>API tokens</h2><p class=muted>A token acts with its user's role: send it as
+<code>Authorization: Bearer …</code>. Its value is shown once, when it is created.</p>
+<table id=tokens></table><form id=token><input name=name placeholder="what uses it" required>
+<button type=submit>create token</button></form><p id=made></p><p id=message class=confirmed></p>
+<script>
+const csrf = document.querySelector('meta[name=csrf]').content, admin = '{role}' === 'admin';
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';');
+async function send(url, body) {
+  const resp = await fetch(url, {method: 'POST', body: JSON.stringify(body ?? {}),
+    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
+  document.getElementById('message').textContent = resp.ok ? '' : (await resp.json()).detail;
+  return resp;
+}
+async function load() {
+  if (admin) {
+    const list = await (await fetch('/api/users')).json();
+    document.getElementById('users').innerHTML = '<tr><th>user</th><th>role</th><th>state</th></tr>' +
+      list.map((u) => `<tr data-user="${esc(u.username)}"><td>${esc(u.username)}</td><td><select class=role>
+      ${['viewer', 'operator', 'admin'].map((r) => `<option ${r === u.role ? 'selected' : ''}>${r}</option>`)}
+      </select></td><td><button class=toggle>${u.disabled ? 'enable' : 'disable'}</button>
+      ${u.disabled ? '(disabled)' : ''}</td></tr>`).join('');
+  } else document.getElementById('users-section').hidden = true;
+  const tokens = await (await fetch('/api/tokens')).json();
+  document.getElementById('tokens').innerHTML = '<tr><th>name</th><th>user</th><th>created</th>' +
+    '<th>last used</th><th></th></tr>' + tokens.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.user)}</td>
+    <td>${esc(t.created_at.slice(0, 16))}</td><td>${esc((t.last_used_at || '').slice(0, 16))}</td>
+    <td>${t.revoked ? 'revoked' : `<button data-revoke="${t.id}">revoke</button>`}</td></tr>`).join('');
+}
+document.getElementById('users').addEventListener('change', async (e) => {
+  const row = e.target.closest('tr');
+  await send('/api/users/' + encodeURIComponent(row.dataset.user), {role: e.target.value}); load();
+});
+document.getElementById('users').addEventListener('click', async (e) => {
+  if (!e.target.classList.contains('toggle')) return;
+  const row = e.target.closest('tr');
+  const disabled = e.target.textContent === 'disable';
+  await send('/api/users/' + encodeURIComponent(row.dataset.user), {disabled});
+  load();
+});
+document.getElementById('tokens').addEventListener('click', async (e) => {
+  if (e.target.dataset.revoke) { await send(`/api/tokens/${e.target.dataset.revoke}/revoke`); load(); }
+});
+document.getElementById('add').addEventListener('submit', async (e) => {
+  e.preventDefault(); const f = new FormData(e.target);
+  if ((await send('/api/users', Object.fromEntries(f))).ok) e.target.reset();
+  load();
+});
+document.getElementById('token').addEventListener('submit', async (e) => {
+  e.preventDefault(); const f = new FormData(e.target);
+  const resp = await send('/api/tokens', Object.fromEntries(f));
+  const made = document.getElementById('made');
+  if (resp.ok) made.textContent = 'new token (copy it now): ' + (await resp.json()).token;
+  e.target.reset(); load();
+});
+load();
+</script></body></html>"""
+)

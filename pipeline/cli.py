@@ -41,7 +41,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
     from pipeline.store.errors import StoreError
     from pipeline.store.schema import upgrade
     from pipeline.store.store import Store
-    from pipeline.store.users import UserError, add_user, list_users, set_password
+    from pipeline.store.users import UserError, add_user, create_token, list_users, set_password
 
     settings = load_settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     try:
@@ -50,6 +50,9 @@ def _cmd_users(args: argparse.Namespace) -> int:
             if args.users_command == "list":
                 for user in list_users(store):
                     print(f"{user.username}\t{user.role}")
+                return 0
+            if args.users_command == "token":
+                print(create_token(store, args.name, args.label))
                 return 0
             if args.password_stdin:
                 password = sys.stdin.readline().rstrip("\n")
@@ -295,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--role", choices=("viewer", "operator", "admin"), default="viewer")
         cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     users_sub.add_parser("list", help="list users and roles")
+    token = users_sub.add_parser("token", help="print a new API token acting as the user (shown once)")
+    token.add_argument("name", help="user name")
+    token.add_argument("--label", required=True, help="what will use the token, e.g. 'MES bridge'")
     for cmd in users_sub.choices.values():
         cmd.add_argument("--data-dir", type=Path, default=None, help="data dir (default LINEWATCH_DATA_DIR)")
     users.set_defaults(func=_cmd_users)

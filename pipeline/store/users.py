@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.store.models import ROLES, User
+from pipeline.store.models import ROLES, ApiToken, User, utcnow
 from pipeline.store.store import Store
 
 MIN_PASSWORD = 10
@@ -100,3 +102,108 @@ def ensure_first_admin(store: Store, data_dir: Path) -> Path | None:
         path.unlink(missing_ok=True)
         return None
     return path
+
+
+TOKEN_PREFIX = "lw_"
+
+
+def _token_hash(token: str) -> str:
+    # tokens are 256 random bits: a plain SHA-256 is enough (no dictionary to slow down)
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(store: Store, username: str, name: str) -> str:
+    """A new bearer token for ``username``; the plain token is returned once and never stored."""
+    if not 1 <= len(name) <= 100:
+        raise UserError("token name must be 1-100 characters")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with store._transaction(f"creating a token for {username}", write=True) as session:
+        user = session.scalars(select(User).where(User.username == username)).first()
+        if user is None:
+            raise UserError(f"no user {username!r}")
+        session.add(ApiToken(user_id=user.id, name=name, token_hash=_token_hash(token)))
+    return token
+
+
+def token_principal(store: Store, token: str) -> Principal | None:
+    """The enabled user a live (not revoked) token belongs to; records when it was last used."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    with store._transaction("checking an API token", write=True) as session:
+        row = session.execute(
+            select(ApiToken, User)
+            .join(User, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked.is_(False))
+        ).first()
+        if row is None or row[1].disabled:
+            return None
+        row[0].last_used_at = utcnow()
+        return Principal(row[1].username, row[1].role)
+
+
+def list_tokens(store: Store, username: str | None = None) -> list[dict[str, Any]]:
+    """Tokens (never their values), of one user or of everyone."""
+    query = select(ApiToken, User.username).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
+    if username is not None:
+        query = query.where(User.username == username)
+    with store._transaction("listing tokens", write=False) as session:
+        return [
+            {
+                "id": t.id,
+                "user": name,
+                "name": t.name,
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "revoked": t.revoked,
+            }
+            for t, name in session.execute(query)
+        ]
+
+
+def revoke_token(store: Store, token_id: int, username: str | None = None) -> bool:
+    """Revoke a token (only ``username``'s own unless None); False when there is no such token."""
+    with store._transaction(f"revoking token {token_id}", write=True) as session:
+        query = select(ApiToken).join(User, ApiToken.user_id == User.id).where(ApiToken.id == token_id)
+        if username is not None:
+            query = query.where(User.username == username)
+        token = session.scalars(query).first()
+        if token is None:
+            return False
+        token.revoked = True
+        return True
+
+
+def account(store: Store, username: str) -> Principal | None:
+    """The user as the database has it now (role changes and disabling take effect at once)."""
+    with store._transaction("reading a user", write=False) as session:
+        user = session.scalars(select(User).where(User.username == username)).first()
+        return None if user is None or user.disabled else Principal(user.username, user.role)
+
+
+def update_user(
+    store: Store, username: str, *, role: str | None = None, disabled: bool | None = None
+) -> Principal:
+    if role is not None and role not in ROLES:
+        raise UserError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    with store._transaction(f"updating user {username}", write=True) as session:
+        user = session.scalars(select(User).where(User.username == username)).first()
+        if user is None:
+            raise UserError(f"no user {username!r}")
+        if role is not None:
+            user.role = role
+        if disabled is not None:
+            user.disabled = disabled
+        return Principal(user.username, user.role)
+
+
+def list_accounts(store: Store) -> list[dict[str, Any]]:
+    with store._transaction("listing users", write=False) as session:
+        return [
+            {
+                "username": u.username,
+                "role": u.role,
+                "disabled": u.disabled,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in session.scalars(select(User).order_by(User.username))
+        ]

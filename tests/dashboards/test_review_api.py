@@ -274,3 +274,84 @@ def test_reference_images_are_served_by_listed_name_only(tmp_path: Path, dash: D
         assert As(client).get("/stations/line-1/references/a.png").status_code == 401
         for name in ("notes.txt", "..%2Fsecret_key", "%2e%2e", "missing.png"):
             assert viewer.get(f"/stations/line-1/references/{name}").status_code == 404, name
+
+
+def test_api_tokens_act_with_their_users_role_until_revoked(dash: Dash) -> None:
+    operator, csrf = dash.login("otto")
+    made = operator.post("/api/tokens", json={"name": "MES bridge"}, headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201
+    token = made.json()["token"]
+    bot = dash.anon()
+    auth = {"Authorization": f"Bearer {token}"}
+    assert bot.get("/api/defects", headers=auth).json()["total"] == 3
+    defect = bot.get("/api/defects", headers=auth).json()["items"][0]["id"]
+    # no CSRF token needed: a bearer token is never sent by a browser on its own
+    decided = bot.post(f"/api/defects/{defect}/review", json={"decision": "rejected"}, headers=auth)
+    assert decided.status_code == 200 and decided.json()["reviewed_by"] == "otto"
+    listed = operator.get("/api/tokens").json()
+    assert [(t["name"], t["user"]) for t in listed] == [("MES bridge", "otto")]
+    assert listed[0]["last_used_at"] and "token" not in listed[0]  # the value is never shown again
+    viewer, viewer_csrf = dash.login("vera")  # somebody else's token cannot be revoked by a viewer
+    assert (
+        viewer.post(
+            f"/api/tokens/{listed[0]['id']}/revoke", headers={"X-CSRF-Token": viewer_csrf}
+        ).status_code
+        == 404
+    )
+    assert (
+        operator.post(f"/api/tokens/{listed[0]['id']}/revoke", headers={"X-CSRF-Token": csrf}).status_code
+        == 204
+    )
+    assert bot.get("/api/defects", headers=auth).status_code == 401
+    assert bot.get("/api/defects", headers={"Authorization": "Bearer lw_made-up"}).status_code == 401
+
+
+def test_admins_manage_users_and_changes_apply_to_open_sessions(
+    dash: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dashboards.auth
+
+    monkeypatch.setattr(dashboards.auth, "ACCOUNT_CACHE_S", 0.0)  # no waiting for the cache in a test
+    admin, csrf = dash.login("ada")
+    operator, op_csrf = dash.login("otto")
+    viewer, _ = dash.login("vera")
+    new = {"username": "nina", "password": PASSWORD, "role": "operator"}
+    assert operator.post("/api/users", json=new, headers={"X-CSRF-Token": op_csrf}).status_code == 403
+    assert operator.get("/api/users").status_code == 403
+    assert admin.post("/api/users", json=new, headers={"X-CSRF-Token": csrf}).status_code == 201
+    assert admin.post("/api/users", json=new, headers={"X-CSRF-Token": csrf}).status_code == 409
+    short = {**new, "username": "nick", "password": "short"}
+    assert admin.post("/api/users", json=short, headers={"X-CSRF-Token": csrf}).status_code == 422
+    assert dash.login("nina")[0].get("/api/session").json()["role"] == "operator"
+
+    # promote vera: her open session may review at once; disable otto: his session stops working
+    assert (
+        admin.post("/api/users/vera", json={"role": "operator"}, headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
+    assert viewer.get("/api/session").json()["role"] == "operator"
+    assert (
+        admin.post("/api/users/otto", json={"disabled": True}, headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
+    assert operator.get("/api/defects").status_code == 401
+    assert dash.anon().post("/api/login", json={"username": "otto", "password": PASSWORD}).status_code == 401
+    assert (
+        admin.post("/api/users/ada", json={"disabled": True}, headers={"X-CSRF-Token": csrf}).status_code
+        == 422
+    )
+    assert (
+        admin.post("/api/users/ghost", json={"role": "viewer"}, headers={"X-CSRF-Token": csrf}).status_code
+        == 404
+    )
+    names = {u["username"]: (u["role"], u["disabled"]) for u in admin.get("/api/users").json()}
+    assert names["vera"] == ("operator", False) and names["otto"] == ("operator", True)
+    assert admin.get("/admin").status_code == 200
+
+
+def test_metrics_need_a_login_or_a_token(dash: Dash) -> None:
+    assert dash.anon().get("/metrics").status_code == 401
+    viewer, csrf = dash.login("vera")
+    token = viewer.post("/api/tokens", json={"name": "prometheus"}, headers={"X-CSRF-Token": csrf}).json()
+    resp = dash.anon().get("/metrics", headers={"Authorization": f"Bearer {token['token']}"})
+    assert resp.status_code == 200 and "python_info" in resp.text
