@@ -9,7 +9,7 @@ LIVE_PAGE = """<!doctype html><html><head><meta charset=utf-8><title>linewatch</
 video{width:100%;background:#000;aspect-ratio:16/9}.last{font-size:.85rem;color:#bbb;margin:.3rem 0}
 .ng{color:#f55}.ok{color:#4c4}
 table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid #333;text-align:left}
-.online{color:#4c4}.reconnecting{color:#fc4}.offline,.finished{color:#f55}
+a{color:#8cf}.online{color:#4c4}.reconnecting{color:#fc4}.offline,.finished{color:#f55}
 figure{display:inline-block;margin:.4rem;width:300px}img{width:300px;border:1px solid #444}
 figcaption{font-size:.8rem;color:#bbb}</style></head><body>
 <h1>linewatch</h1><p class=last>{user} · <a href="/review" style="color:#8cf">review queue</a> ·
