@@ -105,6 +105,7 @@ def ensure_first_admin(store: Store, data_dir: Path) -> Path | None:
 
 
 TOKEN_PREFIX = "lw_"
+TOKEN_TOUCH_S = 60.0  # "last used" is kept to the minute: a polling client writes once a minute
 
 
 def _token_hash(token: str) -> str:
@@ -137,7 +138,9 @@ def token_principal(store: Store, token: str) -> Principal | None:
         ).first()
         if row is None or row[1].disabled:
             return None
-        row[0].last_used_at = utcnow()
+        now, last = utcnow(), row[0].last_used_at
+        if last is None or (now - last).total_seconds() > TOKEN_TOUCH_S:  # no write per request
+            row[0].last_used_at = now
         return Principal(row[1].username, row[1].role)
 
 
