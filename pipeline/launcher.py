@@ -63,16 +63,39 @@ def launch(
     try:
         upgrade(settings.effective_database_url)  # once here, so the roles start on a current schema
         login = first_login(settings)
+        redis_url = env.get("LINEWATCH_REDIS_URL", settings.redis_url or "")
+        continue_numbering(settings, redis_url, stations)
         config_args = [a for p in (config or []) for a in ("--config", str(p))]
         if not config:
             config_args = ["--config", str(settings.data_dir / "demo" / "station.yaml")]
-        redis = env.get("LINEWATCH_REDIS_URL", settings.redis_url or "")
-        print_banner(settings, stations, redis, host, port, login)
+        print_banner(settings, stations, redis_url, host, port, login)
         asyncio.run(Supervisor(children(config_args, settings, host, port, stations), env).run())
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def continue_numbering(settings: ServiceSettings, redis_url: str, stations: list[StationConfig]) -> None:
+    """Frame numbers continue from the store when Redis has no counter (a fresh install starts at 0).
+
+    Capture alone (no database access) falls back to a clock-based start so that ids never repeat;
+    `linewatch run` holds both and can give readable numbers instead.
+    """
+    import redis
+
+    from pipeline import keys
+    from pipeline.store.store import Store
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with Store.open(settings.effective_database_url) as store:
+            for station in stations:
+                if client.get(keys.last_seq(station.id)) is None:
+                    last = store.last_seq(station.id)
+                    client.set(keys.last_seq(station.id), -1 if last is None else last)
+    finally:
+        client.close()
 
 
 def first_login(settings: ServiceSettings) -> str:

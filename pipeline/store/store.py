@@ -219,6 +219,14 @@ class Store:
         with self._transaction("counting inspections", write=False) as session:
             return int(session.execute(stmt).scalar_one())
 
+    def last_seq(self, station_id: str) -> int | None:
+        """The highest frame seq stored for the station; None when it has none."""
+        with self._transaction(f"reading the last seq of {station_id}", write=False) as session:
+            found = session.scalar(
+                select(func.max(Inspection.seq)).where(Inspection.station_id == station_id)
+            )
+        return None if found is None else int(found)
+
     def flagged_seqs(self, station_id: str) -> list[int]:
         """Sequence numbers of the flagged frames of a station, ascending."""
         stmt = select(Inspection.seq).where(Inspection.station_id == station_id, Inspection.flagged)
