@@ -19,7 +19,7 @@ from dashboards.review_page import HISTORY_PAGE, LOGIN_PAGE, REVIEW_PAGE
 from pipeline.store import reviews
 from pipeline.store.models import REVIEW_STATES
 from pipeline.store.store import Store
-from pipeline.store.users import Principal, authenticate
+from pipeline.store.users import authenticate
 
 #: database ids are 64-bit: larger numbers are refused as invalid input, not passed to the driver
 MAX_ID = 2**63 - 1
@@ -92,11 +92,6 @@ class Decision(BaseModel):
 
 class BulkDecision(Decision):
     ids: list[DefectId] = Field(min_length=1, max_length=200)
-
-
-def page_user(sessions: Sessions, request: Request) -> Principal | None:
-    found = sessions.read(request)
-    return found[0] if found else None
 
 
 def login_redirect(request: Request) -> RedirectResponse:

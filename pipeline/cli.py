@@ -41,15 +41,16 @@ def _cmd_users(args: argparse.Namespace) -> int:
     from pipeline.store.errors import StoreError
     from pipeline.store.schema import upgrade
     from pipeline.store.store import Store
-    from pipeline.store.users import UserError, add_user, create_token, list_users, set_password
+    from pipeline.store.users import UserError, add_user, create_token, list_accounts, set_password
 
     settings = load_settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     try:
         upgrade(settings.effective_database_url)
         with Store.open(settings.effective_database_url) as store:
             if args.users_command == "list":
-                for user in list_users(store):
-                    print(f"{user.username}\t{user.role}")
+                for user in list_accounts(store):
+                    state = "\tdisabled" if user["disabled"] else ""
+                    print(f"{user['username']}\t{user['role']}{state}")
                 return 0
             if args.users_command == "token":
                 print(create_token(store, args.name, args.label))

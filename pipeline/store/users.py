@@ -68,11 +68,6 @@ def authenticate(store: Store, username: str, password: str) -> Principal | None
     return Principal(username, role) if user is not None and not user.disabled else None
 
 
-def list_users(store: Store) -> list[Principal]:
-    with store._transaction("listing users", write=False) as session:
-        return [Principal(u.username, u.role) for u in session.scalars(select(User).order_by(User.username))]
-
-
 def set_password(store: Store, username: str, password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise UserError(f"password too short: at least {MIN_PASSWORD} characters")
