@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tests.benchmarks.pipeline_throughput import cpu_seconds
-from tests.dashboards.test_interim_page import free_port
+from tests.dashboards.conftest import free_port
 
 SERVER = """
 import sys, uvicorn

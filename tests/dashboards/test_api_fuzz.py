@@ -3,14 +3,11 @@ session sends, the server answers with a 2xx/4xx, never a server error."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from config.service import load_settings
@@ -18,8 +15,7 @@ from dashboards.app import create_app
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.dashboards.conftest import PASSWORD, add_users, seed_defects
-from tests.dashboards.test_interim_page import free_port
+from tests.dashboards.conftest import PASSWORD, add_users, seed_defects, serve
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +26,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with Store.open(settings_.effective_database_url) as store:
         add_users(store)
         seed_defects(store, root)
-    with start_embedded(root / "r") as redis_server:
-        port = free_port()
-        app = create_app(settings_, redis_server.url, ["line-1"])
-        uv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        thread = threading.Thread(target=uv.run, daemon=True)
-        thread.start()
-        for _ in range(100):
-            if uv.started:
-                break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        uv.should_exit = True
-        thread.join(timeout=10)
+    with (
+        start_embedded(root / "r") as redis_server,
+        serve(create_app(settings_, redis_server.url, ["line-1"])) as url,
+    ):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from config.service import load_settings
 from dashboards.app import create_app
@@ -22,16 +18,10 @@ from pipeline.evidence import encode_heatmap, write_evidence
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.dashboards.conftest import add_users, browser_login, http_login
+from tests.dashboards.conftest import add_users, browser_login, http_login, serve
 from tests.pipeline.store.factories import make_result
 
 CHROMIUM = shutil.which("chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -56,19 +46,8 @@ def dashboard(tmp_path: Path):
         sync.hset(
             keys.station_state("line-1"), mapping={"state": json.dumps("online"), "fps": json.dumps(4.9)}
         )
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, redis_server.url, ["line-1"]), port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serve(create_app(settings, redis_server.url, ["line-1"])) as url:
+            yield url
         sync.close()
 
 

@@ -17,7 +17,6 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import uvicorn
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -31,8 +30,8 @@ from pipeline.messages import FrameMessage
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.dashboards.conftest import PASSWORD, add_users, browser_login, http_login
-from tests.dashboards.test_interim_page import CHROMIUM, free_port
+from tests.dashboards.conftest import PASSWORD, add_users, browser_login, http_login, serve
+from tests.dashboards.test_interim_page import CHROMIUM
 from tests.pipeline.store.factories import make_result
 
 STATION = "line-1"
@@ -75,22 +74,13 @@ def live(tmp_path: Path) -> Iterator[Live]:
         add_users(store)
     with start_embedded(tmp_path / "r") as redis_server:
         app = create_app(settings, redis_server.url, [STATION])
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        stop = threading.Event()
-        publisher = threading.Thread(target=publish, args=(redis_server.url, stop), daemon=True)
-        publisher.start()
-        yield Live(f"http://127.0.0.1:{port}", app, stop)
-        stop.set()
-        publisher.join(timeout=5)
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serve(app) as url:
+            stop = threading.Event()
+            publisher = threading.Thread(target=publish, args=(redis_server.url, stop), daemon=True)
+            publisher.start()
+            yield Live(url, app, stop)
+            stop.set()
+            publisher.join(timeout=5)
 
 
 @dataclass

@@ -3,13 +3,10 @@ database changes; a viewer sees the queue but cannot decide. Screenshots go to t
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from config.service import load_settings
@@ -18,8 +15,8 @@ from pipeline.redis_server import start_embedded
 from pipeline.store.models import Defect, Review
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.dashboards.conftest import add_users, browser_login, seed_defects
-from tests.dashboards.test_interim_page import CHROMIUM, free_port
+from tests.dashboards.conftest import add_users, browser_login, seed_defects, serve
+from tests.dashboards.test_interim_page import CHROMIUM
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -31,19 +28,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store = Store.open(settings.effective_database_url)
     add_users(store)
     seed_defects(store, tmp_path)
-    with start_embedded(tmp_path / "r") as redis_server:
-        port = free_port()
-        app = create_app(settings, redis_server.url, ["line-1"])
-        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", store
-        server.should_exit = True
-        thread.join(timeout=10)
+    with (
+        start_embedded(tmp_path / "r") as redis_server,
+        serve(create_app(settings, redis_server.url, ["line-1"])) as url,
+    ):
+        yield url, store
     store.close()
 
 

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, select
 
 from pipeline.store.models import Defect, Review
 from pipeline.store.users import INITIAL_PASSWORD_FILE
-from tests.dashboards.conftest import PASSWORD
-from tests.dashboards.test_interim_page import CHROMIUM, free_port
+from tests.dashboards.conftest import PASSWORD, free_port
+from tests.dashboards.test_interim_page import CHROMIUM
 from tests.dashboards.test_review_page import ARTIFACTS
 
 pytestmark = pytest.mark.slow
