@@ -18,6 +18,9 @@ from workers.patch_features import PatchEmbedder
 from workers.regions import Region, find_regions
 from workers.station_model import StationModel
 
+#: anomaly maps are computed on a grid this many times coarser than the inspection image
+MAP_STRIDE = 4
+
 
 @dataclass
 class InspectionResult:
@@ -59,6 +62,7 @@ class Inspector:
         sigma: float = 4.0,
         heatmap_size: int = 64,
         self_reference: float = 0.0,
+        map_stride: int = MAP_STRIDE,
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cpu":  # process-wide: 2.5x faster CPU passes (workers/memory_tuning.py)
@@ -67,7 +71,8 @@ class Inspector:
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.embedder = PatchEmbedder(backbone, pool).to(self.device, self.dtype).eval()
         self.backbone = backbone
-        self.sigma = sigma
+        self.sigma = sigma  # in inspection-image pixels
+        self.map_stride = map_stride
         self.heatmap_size = heatmap_size
         # > 0: patches may also match their own frame outside this radius (fraction of the side)
         self.self_reference = self_reference
@@ -83,16 +88,25 @@ class Inspector:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         return x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
 
+    def map_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the anomaly maps of images of ``image_shape``: ``map_stride`` times smaller."""
+        return tuple(max(1, -(-s // self.map_stride)) for s in image_shape)  # type: ignore[return-value]
+
     @torch.inference_mode()
     def raw_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
-        """Smoothed raw anomaly maps (B, 1, H, W) of images already on the device.
+        """Smoothed raw anomaly maps (B, 1, h, w) of images already on the device, on the map grid
+        (``map_shape``: a quarter of the image's sides by default).
+
+        The finest level has stride 8, so a map at full image resolution only interpolates; fusing,
+        smoothing and finding regions on a stride-4 grid costs a sixteenth and changes the map by
+        interpolation error only. ``full_maps`` gives the image-resolution maps evaluation needs.
 
         One backbone pass feeds both the memory bank and the zero-shot decoder. In mode ``both``
         the two fused maps are added, as AnomalyGPT adds its decoder and memory-bank maps (and
         APRIL-GAN its zero- and few-shot maps): a patch is as anomalous as the sum of the two
         views says. Calibration is always done on this final map, so the scales need no matching.
         """
-        size = (images.shape[-2], images.shape[-1])
+        size = self.map_shape((images.shape[-2], images.shape[-1]))
         levels = self.backbone(images)
         maps = []
         if model.bank is not None:
@@ -106,7 +120,14 @@ class Inspector:
             maps.append(fuse_levels(level_maps, size).float())
         if model.decoder is not None:
             maps.append(fuse_levels(model.decoder(levels), size).float())
-        return gaussian_blur(sum(maps[1:], maps[0]), self.sigma)
+        return gaussian_blur(sum(maps[1:], maps[0]), self.sigma / self.map_stride)
+
+    @torch.inference_mode()
+    def full_maps(self, images: torch.Tensor, model: StationModel) -> torch.Tensor:
+        """``raw_maps`` upsampled (bilinear) to the images' own resolution, (B, 1, H, W)."""
+        maps = self.raw_maps(images, model)
+        size = (images.shape[-2], images.shape[-1])
+        return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
     def inspect(self, items: Sequence[tuple[str, np.ndarray]]) -> list[InspectionResult]:
         """Inspect (station_id, BGR frame) pairs; results come back in the same order."""
@@ -138,11 +159,11 @@ class Inspector:
         maps = self.raw_maps(images, model)
         scores = image_scores(maps).cpu().numpy()
         norm = model.calibration.normalize(_small_maps(maps, self.heatmap_size))
-        full_norm = model.calibration.normalize(maps[:, 0].cpu().numpy(), clip=False)
+        grid_norm = model.calibration.normalize(maps[:, 0].cpu().numpy(), clip=False)
         t2 = time.perf_counter()
         out = []
         for j, frame in enumerate(frames):
-            regions = find_regions(full_norm[j], frame.shape[:2], model.min_area)
+            regions = find_regions(grid_norm[j], frame.shape[:2], model.min_area)
             score = float(model.calibration.normalize(scores[j]))
             out.append(
                 InspectionResult(

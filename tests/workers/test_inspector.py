@@ -66,3 +66,22 @@ def test_bad_frames_and_unknown_stations_are_refused(inspector):
         inspector.inspect([("no-such", make_part(1))])
     with pytest.raises(ValueError, match="uint8"):
         inspector.inspect([("line-a", np.zeros((10, 10, 3), np.float32))])
+
+
+def test_maps_on_the_coarse_grid_match_full_resolution_maps(inspector):
+    """Fusing and smoothing on the stride-4 grid changes the map by interpolation error only."""
+    model = inspector.stations["line-a"]
+    fine = Inspector(inspector.backbone, device="cpu", map_stride=1)
+    hole, _ = synthetic_part(210, defect="hole")
+    x = inspector.to_tensor([make_part(120), hole], (96, 128))
+    coarse_maps = inspector.raw_maps(x, model)
+    assert coarse_maps.shape[-2:] == (24, 32)
+    full = inspector.full_maps(x, model)
+    exact = fine.raw_maps(x, model)
+    assert full.shape == exact.shape == (2, 1, 96, 128)
+    spread = float(exact.max() - exact.min())
+    assert float((full - exact).abs().max()) < 0.05 * spread
+    # image scores (map maxima) agree to within 2 % of the map's range
+    assert coarse_maps.flatten(1).amax(1).tolist() == pytest.approx(
+        exact.flatten(1).amax(1).tolist(), abs=0.02 * spread
+    )

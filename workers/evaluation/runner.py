@@ -90,7 +90,7 @@ def evaluate_draw(
         samples, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
     ):
         shape = inspection_shape(image.shape[:2], cfg.image_size, inspector.backbone)
-        m = inspector.raw_maps(inspector.to_tensor([image], shape), model)[0, 0].cpu().numpy()
+        m = inspector.full_maps(inspector.to_tensor([image], shape), model)[0, 0].cpu().numpy()
         scores.append(float(m.max()))
         labels.append(label)
         maps.append(m.astype(np.float32))

@@ -101,7 +101,7 @@ def test_mode_both_adds_the_two_maps(backbone: Any) -> None:
     few = build_station_model(insp, "s", refs, 64, 0.0)
     assert (both.mode, few.mode) == ("both", "few-shot")
     x = insp.to_tensor([make_part(9, size=(64, 64))], (64, 64))
-    zero_shot = fuse_levels(decoder(backbone(x)), (64, 64))
+    zero_shot = fuse_levels(decoder(backbone(x)), insp.map_shape((64, 64)))
     torch.testing.assert_close(insp.raw_maps(x, both), insp.raw_maps(x, few) + zero_shot)
     # calibration ran on the added map, so the threshold moved up by about the zero-shot level
     assert both.calibration.threshold > few.calibration.threshold
