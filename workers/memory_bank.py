@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: elements of the (queries x bank) similarity block computed at once; bounds search memory
-SEARCH_BLOCK_ELEMENTS = 1 << 24
+#: elements of the (queries x bank) similarity block computed at once; bounds search memory. 4M
+#: (16 MiB in fp32) was 2.4x faster than 16M on a 2-core EPYC for a batch of 8 frames at 320 px
+#: (1.45 vs 3.5 ms per frame on one thread): the block is reduced by amax while still in cache
+SEARCH_BLOCK_ELEMENTS = 1 << 22
 
 
 def greedy_coreset(
