@@ -184,7 +184,9 @@ async def main_async(args: argparse.Namespace) -> dict:
         store = await run(args.redis_url, db, path, data_dir, args.frames)
     else:
         with start_embedded(data_dir) as server:
+            redis_before = cpu_seconds(server.pid)
             store = await run(server.url, db, path, data_dir, args.frames)
+            CPU_SECONDS["redis"] = cpu_seconds(server.pid) - redis_before
     watcher.cancel()
     out = latencies(store, "bench")
     if seen:

