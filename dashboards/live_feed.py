@@ -109,9 +109,9 @@ class StationFeed:
         except MessageError:
             return
         frame = self._frames.pop(res.seq, None)
-        jpeg, size = (frame.jpeg, (frame.width, frame.height)) if frame else (res.frame_jpeg, None)
+        jpeg = frame.jpeg if frame else res.frame_jpeg
         if jpeg:
-            image = await asyncio.to_thread(self.render, res, jpeg, size)
+            image = await asyncio.to_thread(self.render, res, jpeg)
             if image is not None:
                 self.latest = image
                 self.rendered += 1
@@ -135,21 +135,12 @@ class StationFeed:
         return {"type": "state", "station": self.station_id, **self._state}
 
     # ----------------------------------------------------------- drawing
-    def render(self, res: ResultMessage, jpeg: bytes, size: tuple[int, int] | None) -> np.ndarray | None:
+    def render(self, res: ResultMessage, jpeg: bytes) -> np.ndarray | None:
         """The frame of ``res`` with heat map, boxes, position words, score and OK/NG drawn on it."""
-        if size is None:  # only the flagged result's own copy: its size is the decoded size
-            image = decode_frame(jpeg, 0, 0, self.height)
-            width, height = (image.shape[1], image.shape[0]) if image is not None else (0, 0)
-        else:
-            width, height = size
-            image = decode_frame(jpeg, width, height, self.height // 2)  # reduced, >= output height
+        image = decode_frame(jpeg, 0, 0, self.height)  # the inspected frame: no larger than needed
         if image is None:
             return None
-        sx, sy = image.shape[1] / width, image.shape[0] / height  # regions are in original pixels
-        regions = [
-            {**r, "x": r["x"] * sx, "y": r["y"] * sy, "w": r["w"] * sx, "h": r["h"] * sy} for r in res.regions
-        ]
-        out = overlay(image, decode_heatmap(res.heatmap_png), regions)
+        out = overlay(image, decode_heatmap(res.heatmap_png), res.regions, (res.width, res.height))
         label = f"{res.station_id} #{res.seq}  score {res.score:.2f}  {'NG' if res.flagged else 'OK'}"
         colour = (0, 0, 255) if res.flagged else (80, 200, 80)
         bar = max(18, image.shape[0] // 18)

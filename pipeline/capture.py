@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import SourceError
 from pipeline.messages import FrameMessage
+from pipeline.originals import OriginalFrames, downsize
 from pipeline.sources import FrameSource
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class CaptureOptions:
     retry_max_s: float = 30.0  # … up to this
     offline_after_s: float = 30.0  # "reconnecting" becomes "offline" after this long
     stop_timeout_s: float = 5.0  # how long stop() waits for a reader blocked in a driver call
+    originals_mb: float = 256.0  # recent full-size frames kept for flagged frames' evidence
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -114,7 +116,9 @@ class StationCapture:
     """Captures one station's camera: ``async with capture: async for frame in capture.frames()``.
 
     Built from a station as ``StationCapture(station.id, make_source(camera.source, camera.loop),
-    fps=camera.fps)``. Frames go out, JPEG-encoded once at full size, through the async iterator
+    fps=camera.fps, inspection_size=model.image_size)``. Frames go out, area-resized to the
+    inspection size and JPEG-encoded once (the originals of resized frames stay in ``originals``
+    for a while, for the evidence of flagged ones), through the async iterator
     ``frames()`` (pull: a recorded source waits for a slow consumer), which ends when a
     non-looping recorded source is exhausted or the capture stops. Live sources drop the oldest
     queued frame when the consumer is behind; seq numbers start at ``start_seq`` and leave gaps
@@ -131,10 +135,13 @@ class StationCapture:
         start_seq: int = 0,
         on_state: StateCallback | None = None,
         options: CaptureOptions | None = None,
+        inspection_size: int | None = None,
     ) -> None:
         self.station_id = station_id
         self.source = source
         self.options = options or CaptureOptions()
+        self.inspection_size = inspection_size  # longer side; None sends frames as captured
+        self.originals = OriginalFrames(int(self.options.originals_mb * 2**20))
         self._fps = fps
         self._seq = start_seq
         self._on_state = on_state
@@ -354,11 +361,15 @@ class StationCapture:
         self._deliver(self._encode(frame, time.time()))
 
     def _encode(self, frame: np.ndarray, captured_at: float) -> FrameMessage:
-        # one encode at full size: the worker decodes it reduced for inspection (DCT scaling is
-        # cheaper than a resize) and the same bytes become the evidence of a flagged frame
+        # one encode, at the inspection size: a quarter of the pixels to encode, send and decode
+        # for a frame twice that size; the original waits here in case a worker flags the frame
         height, width = frame.shape[:2]
-        jpeg = encode_jpeg(frame, self.options.jpeg_quality)
-        message = FrameMessage(self.station_id, self._seq, captured_at, jpeg, width, height)
+        small = downsize(frame, self.inspection_size) if self.inspection_size else frame
+        jpeg = encode_jpeg(small, self.options.jpeg_quality)
+        if small is not frame:
+            self.originals.put(self._seq, frame)
+        h, w = small.shape[:2]
+        message = FrameMessage(self.station_id, self._seq, captured_at, jpeg, w, h, width, height)
         self._seq += 1
         return message
 

@@ -12,6 +12,7 @@ from typing import Any
 from config.station import StationConfig
 from pipeline import keys, metrics, streams
 from pipeline.capture import StationCapture
+from pipeline.evidence_sender import EvidenceSender
 from pipeline.messages import FrameMessage
 from pipeline.sources import make_source
 
@@ -101,7 +102,18 @@ class StationPublisher:
             fps=self.station.camera.fps,
             start_seq=seq,
             on_state=self.publish_state,
+            inspection_size=self.station.model.image_size,
         )
+        sender = EvidenceSender(
+            self.r,
+            self.station.id,
+            capture.originals,
+            self.station.model.image_size,
+            capture.options.jpeg_quality,
+        )
+        await streams.reconnecting(sender.start, what=keys.flagged(self.station.id))
+        # flags of the last frames arrive after a recorded source ends: the sender outlives it
+        evidence = asyncio.create_task(sender.run(), name=f"evidence-{self.station.id}")
         logger.info(
             "station %s: capturing %s from seq %d",
             self.station.id,
@@ -109,19 +121,29 @@ class StationPublisher:
             seq,
             extra={"station": self.station.id},
         )
+        try:
+            count = await self.publish_all(capture)
+            logger.info("station %s: source finished after %d frames", self.station.id, count)
+            await evidence  # until the role stops
+        finally:
+            evidence.cancel()
+
+    async def publish_all(self, capture: StationCapture) -> int:
+        """Every frame of the capture into the stream; returns how many once the source ends."""
+        live = capture.source.live
+        count = 0
         async with capture:
-            count = 0
             async for frame in capture.frames():
-                if not source.live and count % 10 == 0:
+                if not live and count % 10 == 0:
                     await self.wait_for_workers()
-                await self.publish_frame(frame, source.live)
+                await self.publish_frame(frame, live)
                 count += 1
                 if count % self.options.trim_every == 0:
                     await streams.reconnecting(
                         lambda: streams.trim_acknowledged(self.r, self.frames),
                         what=self.frames,
                     )
-        logger.info("station %s: source finished after %d frames", self.station.id, count)
+        return count
 
 
 async def run_capture(redis_url: str, stations: list[StationConfig], stop: asyncio.Event) -> None:

@@ -4,10 +4,11 @@ PREFIX = "lw"
 INSPECT_GROUP = "inspect"
 RECORD_GROUP = "record"
 EXPLAIN_GROUP = "explain"
+EVIDENCE_GROUP = "evidence"  # capture's group on the flagged streams: it sends the originals
 
 
 def frames(station_id: str) -> str:
-    """Stream of captured frames (inspection-resolution JPEG + metadata)."""
+    """Stream of captured frames (inspection-size JPEG + metadata)."""
     return f"{PREFIX}:frames:{station_id}"
 
 
@@ -59,3 +60,8 @@ def last_seq(station_id: str) -> str:
 def station_model(station_id: str) -> str:
     """JSON of the model a worker loaded for a station: backbone, mode, bank sizes, calibration."""
     return f"{PREFIX}:model:{station_id}"
+
+
+def evidence(station_id: str) -> str:
+    """Stream of original-size frames of flagged inspections, from capture to the recorder."""
+    return f"{PREFIX}:evidence:{station_id}"

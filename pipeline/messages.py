@@ -6,7 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: frames carry the full-size JPEG, flagged results carry it on
+# 2: frames carried the full-size JPEG. 3: frames carry the inspection-size JPEG and the original
+# size; capture keeps the originals and sends those of flagged frames on the evidence stream
+SCHEMA_VERSION = 3
 
 
 class MessageError(ValueError):
@@ -33,20 +35,33 @@ def _check_version(fields: dict[bytes, bytes], kind: str) -> None:
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """A captured frame, JPEG-encoded once at full size (workers decode it reduced)."""
+    """A captured frame, JPEG-encoded once at the inspection size (never larger than captured).
+
+    ``original_width`` x ``original_height`` is the camera's frame size: region boxes are given in
+    those pixels, and capture keeps the original of a recent frame for the evidence of a flagged one.
+    The evidence stream carries such originals as frame messages of their own full size.
+    """
 
     station_id: str
     seq: int
     captured_at: float  # unix seconds at capture
-    jpeg: bytes  # the frame as captured
-    width: int  # its size, so a worker can pick the JPEG reduction before decoding
+    jpeg: bytes  # the frame, resized to the inspection size when the camera's is larger
+    width: int  # size of the JPEG, so a worker can pick the JPEG reduction before decoding
     height: int
+    original_width: int = 0  # 0: the same as width (the frame was not resized)
+    original_height: int = 0
 
     @property
     def id(self) -> str:
         return frame_id(self.station_id, self.seq)
 
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height) of the frame as the camera delivered it."""
+        return (self.original_width or self.width, self.original_height or self.height)
+
     def to_fields(self) -> dict[str, bytes | str | int | float]:
+        ow, oh = self.original_size
         return {
             "v": SCHEMA_VERSION,
             "station": self.station_id,
@@ -54,6 +69,8 @@ class FrameMessage:
             "t": repr(self.captured_at),
             "w": self.width,
             "h": self.height,
+            "ow": ow,
+            "oh": oh,
             "jpeg": self.jpeg,
         }
 
@@ -68,6 +85,8 @@ class FrameMessage:
                 jpeg=_get(fields, "jpeg"),
                 width=int(_get(fields, "w")),
                 height=int(_get(fields, "h")),
+                original_width=int(_get(fields, "ow")),
+                original_height=int(_get(fields, "oh")),
             )
         except (ValueError, UnicodeDecodeError) as e:
             if isinstance(e, MessageError):
@@ -90,7 +109,10 @@ class ResultMessage:
     heatmap_png: bytes = b""  # small uint8 heat map, PNG-encoded
     worker: str = ""
     timings: dict[str, float] = field(default_factory=dict)
-    frame_jpeg: bytes = b""  # the captured frame, on flagged results only: evidence, explainer input
+    frame_jpeg: bytes = b""  # the inspected frame, on flagged results only: evidence, explainer input
+    #: the camera's frame size, in whose pixels ``regions`` are given (frame_jpeg may be smaller)
+    width: int = 0
+    height: int = 0
 
     @property
     def id(self) -> str:

@@ -10,8 +10,8 @@ from functools import partial
 from pathlib import Path
 
 from pipeline import keys, metrics, streams
-from pipeline.evidence import EvidenceError, write_evidence
-from pipeline.messages import MessageError, ResultMessage
+from pipeline.evidence import EvidenceError, write_evidence, write_original
+from pipeline.messages import FrameMessage, MessageError, ResultMessage
 from pipeline.store.errors import StoreUnavailable
 from pipeline.store.store import BadResult, Store
 from pipeline.verdict_recording import VerdictRecording
@@ -53,6 +53,8 @@ class Recorder:
         self.options = options or RecorderOptions()
         self.result_streams = [keys.results(s) for s in station_ids]
         self.verdict_streams = [keys.verdicts(s) for s in station_ids if s in explained]
+        # originals of flagged frames that capture sends after the inspection-size evidence
+        self.evidence_streams = [keys.evidence(s) for s in station_ids]
         self.unexplained = frozenset(station_ids) - frozenset(explained)
         self.verdicts = VerdictRecording(redis, store)
         self.recorded = 0
@@ -62,7 +64,7 @@ class Recorder:
         self._last_claim = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        for stream in self.result_streams + self.verdict_streams:
+        for stream in self.inputs:
             await streams.reconnecting(
                 partial(streams.ensure_group, self.r, stream, keys.RECORD_GROUP), what=stream
             )
@@ -78,12 +80,17 @@ class Recorder:
             await self.trim_if_due()
             await self.purge_if_due()
 
+    @property
+    def inputs(self) -> list[str]:
+        """Every stream the recorder consumes."""
+        return self.result_streams + self.verdict_streams + self.evidence_streams
+
     async def trim_if_due(self) -> None:
         """Results every group acknowledged are only memory now (the store has them): drop them."""
         if time.monotonic() - self._last_trim < self.options.trim_every_s:
             return
         self._last_trim = time.monotonic()
-        for stream in self.result_streams + self.verdict_streams:
+        for stream in self.inputs:
             await streams.reconnecting(partial(streams.trim_acknowledged, self.r, stream), what=stream)
 
     async def purge_if_due(self) -> None:
@@ -118,7 +125,7 @@ class Recorder:
         due = now - self._last_claim >= o.claim_idle_ms / 4000
         if due:
             self._last_claim = now
-        for stream in self.result_streams + self.verdict_streams if due else []:
+        for stream in self.inputs if due else []:
             claimed = await streams.claim_stale(
                 self.r, stream, keys.RECORD_GROUP, self.name, o.claim_idle_ms, o.batch_size
             )
@@ -132,19 +139,24 @@ class Recorder:
             self.r,
             keys.RECORD_GROUP,
             self.name,
-            self.result_streams + self.verdict_streams,
+            self.inputs,
             o.batch_size,
             o.block_ms,
         )
         return entries
 
     async def record(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
-        """Store results (and evidence), then the verdicts of the same batch: they may need those rows."""
-        verdict_streams = set(self.verdict_streams)
+        """Store results (and evidence), then the verdicts and originals of the same batch: they
+        may need those rows."""
+        verdict_streams, evidence_streams = set(self.verdict_streams), set(self.evidence_streams)
         verdicts = [e for e in entries if e.stream in verdict_streams]
-        await self._record_results([e for e in entries if e.stream not in verdict_streams], stop)
+        originals = [e for e in entries if e.stream in evidence_streams]
+        skip = verdict_streams | evidence_streams
+        await self._record_results([e for e in entries if e.stream not in skip], stop)
         if verdicts:
             await self.verdicts.record(verdicts)
+        if originals:
+            await self._record_originals(originals)
 
     async def _record_results(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
         if not entries:
@@ -204,9 +216,7 @@ class Recorder:
                 metrics.EVIDENCE_FAILURES.inc()
                 continue
             try:
-                out[res.id] = await asyncio.to_thread(
-                    write_evidence, self.data_dir, res.station_id, res.seq, jpeg, res.heatmap_png, res.regions
-                )
+                out[res.id] = await asyncio.to_thread(write_evidence, self.data_dir, res)
             except EvidenceError as e:
                 # disk full or read-only: the inspection row matters more than the picture
                 logger.error(
@@ -215,3 +225,38 @@ class Recorder:
                 self.evidence_failures += 1
                 metrics.EVIDENCE_FAILURES.inc()
         return out
+
+    async def _record_originals(self, entries: list[streams.Entry]) -> None:
+        """Replace inspection-size evidence by capture's originals; acked once written (or failed:
+        the inspection-size evidence stands, and a full disk is reported like any evidence failure)."""
+        done = []
+        for entry in entries:
+            try:
+                frame = FrameMessage.from_fields(entry.fields)
+            except MessageError as e:
+                await streams.reconnecting(
+                    partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, str(e)),
+                    what=entry.stream,
+                )
+                continue
+            try:
+                path = await asyncio.to_thread(write_original, self.data_dir, frame)
+                await self._commit_evidence_path(frame, path)
+            except EvidenceError as e:
+                logger.error("original not written: %s", e, extra={"station": frame.station_id})
+                self.evidence_failures += 1
+                metrics.EVIDENCE_FAILURES.inc()
+            done.append(entry)
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
+
+    async def _commit_evidence_path(self, frame: FrameMessage, path: str) -> None:
+        """A defect stored without evidence (disk full then) gets the original's path."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.store.set_evidence_path, frame.station_id, frame.seq, path)
+                return
+            except StoreUnavailable as e:
+                logger.warning("database unavailable (%s); original of %s waits", e, frame.id)
+                await asyncio.sleep(delay)
+                delay = min(self.options.retry_max_s, delay * 2)

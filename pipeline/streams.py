@@ -91,10 +91,11 @@ async def reconnecting(
             delay = min(cap_s, delay * 2)
 
 
-async def ensure_group(r: Redis, stream: str, group: str) -> None:
-    """Create ``group`` on ``stream`` (and the stream) reading from the start; no-op if it exists."""
+async def ensure_group(r: Redis, stream: str, group: str, start: str = "0") -> None:
+    """Create ``group`` on ``stream`` (and the stream) reading from ``start`` (default: the
+    beginning; ``$``: only new entries); no-op if it exists."""
     try:
-        await r.xgroup_create(stream, group, id="0", mkstream=True)
+        await r.xgroup_create(stream, group, id=start, mkstream=True)
     except rex.ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
@@ -221,7 +222,7 @@ async def dead_letter(r: Redis, stream: str, group: str, entry: Entry, reason: s
     )
 
 
-def counter_field(kind: Literal["dead", "trimmed"], stream: str) -> str:
+def counter_field(kind: Literal["dead", "trimmed", "evidence_missed"], stream: str) -> str:
     """Field of the ``keys.counters()`` hash counting ``kind`` events on ``stream``."""
     return f"{kind}:{stream}"
 

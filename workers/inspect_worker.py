@@ -27,7 +27,7 @@ class WorkerOptions:
     claim_idle_ms: int = 15_000  # pending this long on a silent consumer -> taken over
     max_deliveries: int = 5  # then the frame goes to the dead-letter stream
     results_maxlen: int = 100_000  # results are consumed by the recorder; bound memory anyway
-    flagged_maxlen: int = 2_000  # flagged results carry the full frame: the explainer's backlog bound
+    flagged_maxlen: int = 2_000  # flagged results carry the frame: the explainer's backlog bound
     heartbeat_ttl_s: float = 10.0
 
 
@@ -207,8 +207,9 @@ class InspectWorker:
         now = time.time()
         async with self.r.pipeline(transaction=False) as pipe:
             for (msg, image), res in zip(frames, results, strict=True):
-                # regions were found on the reduced decode; evidence shows the original frame
-                sx, sy = msg.width / image.shape[1], msg.height / image.shape[0]
+                # regions were found on the decoded frame; they are given in the camera's pixels
+                width, height = msg.original_size
+                sx, sy = width / image.shape[1], height / image.shape[0]
                 out = ResultMessage(
                     station_id=msg.station_id,
                     seq=msg.seq,
@@ -222,6 +223,8 @@ class InspectWorker:
                     worker=self.name,
                     timings={k: round(v, 3) for k, v in res.timings.items()},
                     frame_jpeg=msg.jpeg if res.flagged else b"",  # evidence and the explainer's image
+                    width=width,
+                    height=height,
                 )
                 fields: Any = out.to_fields()
                 pipe.xadd(

@@ -52,9 +52,7 @@ def seed_defects(store: Store, data_dir: Path, count: int = 3) -> None:
         flagged = i % 2 == 0
         res = make_result("line-1", i, flagged=flagged, heatmap_png=encode_heatmap(heat))
         if flagged:
-            evidence[res.id] = write_evidence(
-                data_dir, "line-1", i, jpeg.tobytes(), res.heatmap_png, res.regions
-            )
+            evidence[res.id] = write_evidence(data_dir, res, jpeg.tobytes())
         results.append(res)
     store.record(results, evidence)
 

@@ -34,7 +34,7 @@ def dashboard(tmp_path: Path):
     heat = np.zeros((48, 64), np.uint8)
     heat[10:20, 10:20] = 255
     flagged = make_result("line-1", 2, flagged=True, heatmap_png=encode_heatmap(heat))
-    paths = write_evidence(tmp_path, "line-1", 2, jpeg.tobytes(), flagged.heatmap_png, flagged.regions)
+    paths = write_evidence(tmp_path, flagged, jpeg.tobytes())
     with Store.open(settings.effective_database_url) as store:
         store.upsert_station("line-1", "Line one", "bottle", "{}")
         store.record([make_result("line-1", 1), flagged], {flagged.id: paths})

@@ -18,6 +18,7 @@ import pytest
 from pipeline.capture import CaptureOptions, StationCapture
 from pipeline.errors import SourceError
 from pipeline.messages import FrameMessage
+from pipeline.originals import OriginalFrames, inspection_size
 from pipeline.sources import FrameSource, ImageSequenceSource, StreamSource, make_source
 
 STEP = 20  # gray level between consecutive test frames: survives JPEG compression
@@ -167,12 +168,51 @@ async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
     assert capture.next_seq == 100 + count
 
 
-async def test_frames_are_encoded_once_at_full_size(tmp_path: Path) -> None:
+async def test_frames_are_sent_at_the_inspection_size_and_originals_kept(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", 3, size=(120, 160))
+    source = make_source(str(video))
+    async with StationCapture("s", source, fps=120, inspection_size=80) as capture:
+        frames = await collect(capture)
+    assert [decode(f.jpeg).shape for f in frames] == [(60, 80, 3)] * 3  # longer side 80, aspect kept
+    assert all((f.width, f.height, f.original_size) == (80, 60, (160, 120)) for f in frames)
+    for f in frames:  # the camera's frame, untouched, for the evidence of a flagged one
+        original = capture.originals.get(f.seq)
+        assert original is not None and original.shape == (120, 160, 3)
+        assert abs(int(original.mean()) - int(decode(f.jpeg).mean())) <= 3
+
+
+async def test_small_frames_are_sent_as_captured_and_not_kept(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", 2, size=(120, 160))
-    async with StationCapture("s", make_source(str(video)), fps=120) as capture:
+    async with StationCapture("s", make_source(str(video)), fps=120, inspection_size=320) as capture:
         frame = (await collect(capture))[0]
     assert decode(frame.jpeg).shape == (120, 160, 3)
-    assert (frame.width, frame.height) == (160, 120)
+    assert (frame.width, frame.height, frame.original_size) == (160, 120, (160, 120))
+    assert len(capture.originals) == 0  # the frame sent is the original
+
+
+def test_originals_buffer_keeps_the_newest_within_its_byte_budget() -> None:
+    buffer = OriginalFrames(max_bytes=3 * 100)
+    for seq in range(5):
+        buffer.put(seq, np.full((10, 10), seq, np.uint8))  # 100 bytes each
+    assert len(buffer) == 3 and buffer.oldest == 2
+    assert buffer.get(1) is None
+    got = buffer.get(4)
+    assert got is not None and int(got[0, 0]) == 4
+    buffer.put(9, np.zeros((50, 50), np.uint8))  # larger than the budget: kept alone
+    assert len(buffer) == 1 and buffer.get(9) is not None
+
+
+@pytest.mark.parametrize(
+    ("size", "longer", "expected"),
+    [
+        ((640, 480), 320, (320, 240)),
+        ((480, 640), 320, (240, 320)),
+        ((300, 200), 320, (300, 200)),
+        ((1920, 1080), 336, (336, 189)),
+    ],
+)
+def test_inspection_size_keeps_aspect_and_never_enlarges(size, longer, expected) -> None:
+    assert inspection_size(*size, longer) == expected
 
 
 async def test_a_restarted_capture_continues_numbering(tmp_path: Path) -> None:

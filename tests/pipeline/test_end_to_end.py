@@ -12,12 +12,13 @@ import json
 import uuid
 from pathlib import Path
 
+import cv2
 import pytest
 
 from config.loader import load_station
 from pipeline import keys, streams
 from pipeline.capture_role import run_capture
-from pipeline.demo_assets import DEMO_YAML, STATION_ID, ensure_demo
+from pipeline.demo_assets import DEMO_YAML, FRAME_SIZE, STATION_ID, ensure_demo
 from pipeline.recorder import Recorder
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
@@ -57,6 +58,7 @@ async def run_pipeline(redis_url: str, db_url: str, station_file: Path, data_dir
             if store.count_inspections(station.id) >= frames:
                 break
         await asyncio.sleep(1.0)  # anything extra (duplicates) would show up now
+        await evidence_settled(r_r, station.id)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
@@ -65,11 +67,45 @@ async def run_pipeline(redis_url: str, db_url: str, station_file: Path, data_dir
                 keys.frames(station.id),
                 keys.results(station.id),
                 keys.flagged(station.id),
+                keys.evidence(station.id),
                 keys.last_seq(station.id),
                 keys.station_state(station.id),
             )
             await r.aclose()
     return store
+
+
+async def evidence_settled(r: streams.Redis, station_id: str, timeout_s: float = 20.0) -> None:
+    """Wait until capture has sent the original of every flagged frame and the recorder stored it."""
+    hops = ((keys.flagged(station_id), keys.EVIDENCE_GROUP), (keys.evidence(station_id), keys.RECORD_GROUP))
+    for _ in range(int(timeout_s / 0.2)):
+        waiting = 0
+        for stream, group in hops:
+            waiting += await streams.lag(r, stream, group)
+            waiting += int((await r.xpending(stream, group))["pending"])
+        if not waiting:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"originals of flagged frames still on their way after {timeout_s} s")
+
+
+def check_evidence(store: Store, data_dir: Path, station_id: str, camera_size: tuple[int, int]) -> None:
+    """Every defect has its evidence frame at the camera's size (capture's original, not the
+    inspection-size copy) and an overlay."""
+    from sqlalchemy import select
+
+    from pipeline.store.models import Defect
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(Defect.evidence_path, Defect.heatmap_path).where(Defect.station_id == station_id)
+        ).all()
+    assert rows
+    for evidence_path, overlay_path in rows:
+        assert evidence_path and overlay_path
+        frame = cv2.imread(str(data_dir / evidence_path))
+        assert frame is not None and (frame.shape[1], frame.shape[0]) == camera_size, evidence_path
+        assert cv2.imread(str(data_dir / overlay_path)) is not None
 
 
 def check_store(store: Store, station_id: str, defective: list[int], frames: int) -> None:
@@ -107,6 +143,7 @@ async def test_embedded_redis_and_sqlite(tmp_path: Path) -> None:
     check_store(store, "e2e-embedded", defective, frames)
     evidence = list((data_dir / "evidence" / "e2e-embedded").rglob("*-overlay.jpg"))
     assert len(evidence) == len(store.flagged_seqs("e2e-embedded"))
+    check_evidence(store, data_dir, "e2e-embedded", (FRAME_SIZE[1], FRAME_SIZE[0]))
     store.close()
 
 
@@ -128,4 +165,5 @@ async def test_external_redis_and_postgresql(tmp_path: Path, postgres_schema_url
     station_file, defective, frames = make_station(tmp_path, station_id)
     store = await run_pipeline(EXTERNAL_URL, postgres_schema_url, station_file, tmp_path / "data", frames)
     check_store(store, station_id, defective, frames)
+    check_evidence(store, tmp_path / "data", station_id, (FRAME_SIZE[1], FRAME_SIZE[0]))
     store.close()

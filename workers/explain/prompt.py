@@ -72,7 +72,7 @@ def build_chat(description: str, result: ResultMessage, frame_jpeg: bytes, image
     frame = cv2.imdecode(np.frombuffer(frame_jpeg, np.uint8), cv2.IMREAD_COLOR)
     if frame is None:
         raise ValueError(f"{result.id}: the frame is not a decodable JPEG")
-    marked = overlay(frame, decode_heatmap(result.heatmap_png), result.regions)
+    marked = overlay(frame, decode_heatmap(result.heatmap_png), result.regions, (result.width, result.height))
     text = "\n".join(
         [
             description,
