@@ -33,6 +33,7 @@ from config.loader import load_station
 from pipeline import keys, streams
 from pipeline.capture import CaptureOptions, encode_jpeg
 from pipeline.demo_assets import DEMO_YAML, ensure_demo, write_video
+from pipeline.originals import downsize
 from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
@@ -63,9 +64,10 @@ def inspector_alone(path: Path, data_dir: Path, batch: int) -> float:
         ok, f = cap.read()
         if not ok:
             break
-        # as the worker gets them: the capture's JPEG, decoded reduced for the inspection size
-        jpeg = encode_jpeg(f, CaptureOptions().jpeg_quality)
-        frames.append(decode_frame(jpeg, f.shape[1], f.shape[0], station.model.image_size))
+        # as the worker gets them: capture's inspection-size JPEG, decoded
+        small = downsize(f, station.model.image_size)
+        jpeg = encode_jpeg(small, CaptureOptions().jpeg_quality)
+        frames.append(decode_frame(jpeg, small.shape[1], small.shape[0], station.model.image_size))
     insp.inspect([(station.id, f) for f in frames[:batch]])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(frames), batch):
