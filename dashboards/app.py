@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,9 +24,10 @@ from config.service import ServiceSettings
 from config.station import StationConfig
 from dashboards import admin, review, stations, webrtc
 from dashboards.auth import LoginThrottle, Sessions, Viewer, secret_key
+from dashboards.limits import BodyLimit
 from dashboards.live_page import LIVE_PAGE
 from dashboards.webrtc import LiveView
-from pipeline import keys, streams
+from pipeline import keys, problems, streams
 from pipeline.store.models import Defect
 from pipeline.store.store import Store
 
@@ -49,6 +51,7 @@ def create_app(
     sessions = Sessions(secret_key(settings.data_dir, settings.secret_key), settings.secure_cookies, store)
 
     app = FastAPI(title="linewatch", version="0.1", lifespan=lifespan)
+    app.add_middleware(BodyLimit)  # no route takes more than a few kB; refuse before reading more
     app.state.sessions = sessions
     app.include_router(webrtc.router(live))
     app.include_router(review.router(store, sessions, LoginThrottle()))
@@ -100,7 +103,14 @@ def create_app(
     @app.get("/parts/summary", response_class=HTMLResponse)
     async def summary_part(_: Viewer) -> str:
         """The station table and latest defects, refreshed by the live page without a reload."""
-        return render_summary(store.station_summary(), await states(), latest_defects())
+        return render_summary(
+            store.station_summary(), await states(), latest_defects(), await problems.current(redis)
+        )
+
+    @app.get("/api/problems")
+    async def api_problems(_: Viewer) -> list[dict[str, Any]]:
+        """What operators must know: evidence not writable, processes restarting, …"""
+        return await problems.current(redis)
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> Any:
@@ -114,14 +124,27 @@ def create_app(
             f"<p class=last>waiting for inspections</p></article>"
             for sid in station_ids
         )
-        summary = render_summary(store.station_summary(), await states(), latest_defects())
+        summary = render_summary(
+            store.station_summary(), await states(), latest_defects(), await problems.current(redis)
+        )
         page = LIVE_PAGE.replace("{cards}", cards).replace("{summary}", summary)
         return page.replace("{csrf}", html.escape(csrf)).replace("{user}", html.escape(user.username))
 
     return app
 
 
-def render_summary(summaries: list, live: dict[str, dict[str, Any]], defects: list[Defect]) -> str:
+def render_summary(
+    summaries: list,
+    live: dict[str, dict[str, Any]],
+    defects: list[Defect],
+    issues: list[dict[str, Any]] | None = None,
+) -> str:
+    alerts = "".join(
+        f"<p class=problem role=alert>⚠ {html.escape(str(p.get('message', '')))} "
+        f"<small>since {time.strftime('%H:%M:%S', time.localtime(float(p.get('first_at', 0))))}, "
+        f"{int(p.get('count', 1))} time(s)</small></p>"
+        for p in issues or []
+    )
     rows = "".join(
         f"<tr><td><a href='/stations/{html.escape(s.station_id)}'>{html.escape(s.station_id)}</a></td>"
         f"<td>{html.escape(s.product)}</td>"
@@ -140,7 +163,7 @@ def render_summary(summaries: list, live: dict[str, dict[str, Any]], defects: li
         for d in defects
         if d.heatmap_path
     )
-    return SUMMARY.format(
+    return alerts + SUMMARY.format(
         rows=rows or "<tr><td colspan=8>no station has reported yet</td></tr>",
         cards=cards or "<p>No flagged defects yet.</p>",
     )

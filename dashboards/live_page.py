@@ -3,6 +3,7 @@
 LIVE_PAGE = """<!doctype html><html><head><meta charset=utf-8><title>linewatch</title>
 <meta name=csrf content="{csrf}">
 <style>body{font-family:system-ui,sans-serif;margin:1.5rem;background:#111;color:#eee}
+.problem{background:#5a1d1d;border:1px solid #c33;padding:.5rem .8rem;margin:.5rem 0}
 #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1rem}
 .station{background:#1b1b1b;border:1px solid #333;padding:.5rem;cursor:pointer}
 .station.focused{grid-column:1/-1}.station h3{margin:.2rem 0 .5rem;font-size:1rem}

@@ -35,7 +35,9 @@ class CaptureOptions:
     report_interval_s: float = 2.0  # the state is reported at least this often
     stall_timeout_s: float = 10.0  # a read that takes longer counts as a failure
     retry_initial_s: float = 0.5  # reopen backoff: doubles after each failed attempt …
-    retry_max_s: float = 30.0  # … up to this
+    # … up to this: a camera back after a network blip or a reboot is seen within seconds, and an
+    # open attempt is cheap (one connect)
+    retry_max_s: float = 5.0
     offline_after_s: float = 30.0  # "reconnecting" becomes "offline" after this long
     stop_timeout_s: float = 5.0  # how long stop() waits for a reader blocked in a driver call
     originals_mb: float = 256.0  # recent full-size frames kept for flagged frames' evidence

@@ -65,3 +65,13 @@ def station_model(station_id: str) -> str:
 def evidence(station_id: str) -> str:
     """Stream of original-size frames of flagged inspections, from capture to the recorder."""
     return f"{PREFIX}:evidence:{station_id}"
+
+
+def problem(name: str) -> str:
+    """A problem for operators (JSON, with a TTL): evidence not writable, a role restarting, …"""
+    return f"{PREFIX}:problem:{name}"
+
+
+def supervised(host: str) -> str:
+    """Hash of the children ``linewatch run`` supervises on ``host``: state, pid, restarts, last exit."""
+    return f"{PREFIX}:supervised:{host}"

@@ -69,7 +69,8 @@ def launch(
         if not config:
             config_args = ["--config", str(settings.data_dir / "demo" / "station.yaml")]
         print_banner(settings, stations, redis_url, host, port, login)
-        asyncio.run(Supervisor(children(config_args, settings, host, port, stations), env).run())
+        kids = children(config_args, settings, host, port, stations)
+        asyncio.run(Supervisor(kids, env, redis_url=redis_url).run())
     finally:
         if embedded is not None:
             embedded.stop()

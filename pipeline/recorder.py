@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import keys, metrics, streams
+from pipeline import keys, metrics, problems, streams
 from pipeline.evidence import EvidenceError, write_evidence, write_original
 from pipeline.messages import FrameMessage, MessageError, ResultMessage
 from pipeline.store.errors import StoreUnavailable
@@ -17,6 +17,8 @@ from pipeline.store.store import BadResult, Store
 from pipeline.verdict_recording import VerdictRecording
 
 logger = logging.getLogger(__name__)
+
+EVIDENCE_PROBLEM = "evidence"  # the problem shown while evidence files cannot be written
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Recorder:
         self.verdicts = VerdictRecording(redis, store)
         self.recorded = 0
         self.evidence_failures = 0
+        self._evidence_problem = False
         self._last_purge = 0.0
         self._last_trim = time.monotonic()
         self._last_claim = 0.0
@@ -205,26 +208,33 @@ class Recorder:
     async def _evidence(self, flagged: list[ResultMessage]) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
         for res in flagged:
-            jpeg = res.frame_jpeg
-            if not jpeg:
-                logger.error(
-                    "%s: flagged result carries no frame; defect stored without image",
-                    res.id,
-                    extra={"station": res.station_id, "frame": res.id},
-                )
-                self.evidence_failures += 1
-                metrics.EVIDENCE_FAILURES.inc()
+            if not res.frame_jpeg:
+                await self._evidence_failed(res.station_id, res.id, "flagged result carries no frame")
                 continue
             try:
                 out[res.id] = await asyncio.to_thread(write_evidence, self.data_dir, res)
             except EvidenceError as e:
                 # disk full or read-only: the inspection row matters more than the picture
-                logger.error(
-                    "evidence not written: %s", e, extra={"station": res.station_id, "frame": res.id}
-                )
-                self.evidence_failures += 1
-                metrics.EVIDENCE_FAILURES.inc()
+                await self._evidence_failed(res.station_id, res.id, str(e))
+        if out:
+            await self._evidence_written()
         return out
+
+    async def _evidence_failed(self, station_id: str, frame_id: str, error: str) -> None:
+        """Log, count and show on the dashboard that evidence is missing; the row is stored anyway."""
+        logger.error("evidence not written: %s", error, extra={"station": station_id, "frame": frame_id})
+        self.evidence_failures += 1
+        self._evidence_problem = True
+        metrics.EVIDENCE_FAILURES.inc()
+        message = f"evidence files cannot be written under {self.data_dir}: {error}"
+        await streams.reconnecting(
+            partial(problems.report, self.r, EVIDENCE_PROBLEM, message, role=self.name), what="problems"
+        )
+
+    async def _evidence_written(self) -> None:
+        if self._evidence_problem:  # only after a failure: clearing costs a round trip
+            await streams.reconnecting(partial(problems.clear, self.r, EVIDENCE_PROBLEM), what="problems")
+            self._evidence_problem = False
 
     async def _record_originals(self, entries: list[streams.Entry]) -> None:
         """Replace inspection-size evidence by capture's originals; acked once written (or failed:
@@ -243,9 +253,7 @@ class Recorder:
                 path = await asyncio.to_thread(write_original, self.data_dir, frame)
                 await self._commit_evidence_path(frame, path)
             except EvidenceError as e:
-                logger.error("original not written: %s", e, extra={"station": frame.station_id})
-                self.evidence_failures += 1
-                metrics.EVIDENCE_FAILURES.inc()
+                await self._evidence_failed(frame.station_id, frame.id, str(e))
             done.append(entry)
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 from redis import exceptions as redis_errors
 
 from config.service import ServiceSettings
 from config.station import StationConfig
-from pipeline import keys, streams
+from pipeline import keys, problems, streams
 
 
 async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
@@ -22,6 +23,9 @@ async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
             "workers": await streams.alive(r, "worker"),
             "recorders": await streams.alive(r, "recorder"),
             "counters": await streams.counters(r),
+            "explainers": await streams.alive(r, "explain"),
+            "processes": await supervised(r),
+            "problems": await problems.current(r),
         }
         for s in stations:
             raw: Any = await r.hgetall(keys.station_state(s.id))
@@ -47,11 +51,36 @@ async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
         await r.aclose()
 
 
+async def supervised(r: streams.Redis) -> dict[str, dict[str, Any]]:
+    """host -> child -> state, of every `linewatch run` that reported in the last seconds."""
+    out: dict[str, dict[str, Any]] = {}
+    prefix = keys.supervised("")
+    async for key in r.scan_iter(match=prefix + "*", count=500):
+        name = key.decode() if isinstance(key, bytes) else key
+        raw: Any = await r.hgetall(name)
+        out[name[len(prefix) :]] = {k.decode(): json.loads(v) for k, v in raw.items()}
+    return out
+
+
 def render(report: dict, summaries: dict) -> str:
     lines = [
         f"workers alive: {', '.join(report['workers']) or 'none'}",
         f"recorders alive: {', '.join(report['recorders']) or 'none'}",
     ]
+    if report.get("explainers"):
+        lines.append(f"explainers alive: {', '.join(report['explainers'])}")
+    for host, kids in report.get("processes", {}).items():
+        lines.append(
+            f"processes on {host}: "
+            + ", ".join(
+                f"{c['name']} {c['state']}"
+                + (f" (restarts {c['restarts']}, last exit {c['last_exit']})" if c["restarts"] else "")
+                for c in kids.values()
+            )
+        )
+    for p in report.get("problems", []):
+        since = time.strftime("%H:%M:%S", time.localtime(p["first_at"]))
+        lines.append(f"PROBLEM: {p['message']} (since {since}, {p['count']} time(s))")
     for sid, st in report["stations"].items():
         db = summaries.get(sid)
         lines.append(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import keys, streams
-from tests.pipeline.test_faults import frame_fields, start_worker, stop_processes
+from tests.faults.harness import frame_fields, start_worker, stop_processes
 from tests.pipeline.test_scaling import ScaleAssets
 
 

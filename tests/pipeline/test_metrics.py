@@ -23,8 +23,8 @@ from pipeline.demo_assets import render_part
 from pipeline.errors import PipelineError
 from pipeline.status import collect
 from pipeline.stream_metrics import StreamStateCollector
+from tests.faults.harness import REPO, frame_fields
 from tests.pipeline.redis_fixtures import EXTERNAL_URL, RedisTarget, _external_or_skip, r, redis_target
-from tests.pipeline.test_faults import REPO, frame_fields
 from tests.pipeline.test_scaling import free_port, scrape
 
 __all__ = ["r", "redis_target"]

@@ -28,8 +28,7 @@ from pipeline import keys, streams
 from pipeline.store.models import Inspection
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.pipeline.redis_fixtures import EXTERNAL_URL, _external_or_skip
-from tests.pipeline.test_faults import (
+from tests.faults.harness import (
     REPO,
     Assets,
     frame_fields,
@@ -40,6 +39,7 @@ from tests.pipeline.test_faults import (
     stored_seqs,
     wait_for,
 )
+from tests.pipeline.redis_fixtures import EXTERNAL_URL, _external_or_skip
 from workers.station_loader import load_inspectors
 
 pytestmark = pytest.mark.slow

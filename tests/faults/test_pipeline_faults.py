@@ -9,183 +9,51 @@ dir, so only the first test pays for it.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from config.loader import load_station
 from pipeline import keys, streams
-from pipeline.capture import CaptureOptions, encode_jpeg
+from pipeline.capture import encode_jpeg
 from pipeline.capture_role import run_capture
-from pipeline.demo_assets import DEMO_YAML, defect_of, render_part, write_video
-from pipeline.messages import SCHEMA_VERSION, FrameMessage, ResultMessage
+from pipeline.demo_assets import render_part, write_video
+from pipeline.messages import SCHEMA_VERSION, ResultMessage
 from pipeline.recorder import Recorder, RecorderOptions
 from pipeline.redis_server import start_embedded
-from pipeline.store.models import Defect, Inspection
+from pipeline.store.models import Defect
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
-from tests.pipeline.redis_fixtures import RedisTarget, _Proxy, r, redis_target
+from tests.faults.harness import (
+    STATION,
+    VIDEO_FRAMES,
+    Assets,
+    acked_ids,
+    delivered_ids,
+    entries,
+    frame_fields,
+    logs,
+    pending_ids,
+    start_worker,
+    stop_processes,
+    stored_seqs,
+    wait_for,
+)
+from tests.pipeline.redis_fixtures import RedisTarget, _Proxy
 from workers.inspect_worker import InspectWorker
 from workers.station_loader import load_inspectors
-
-__all__ = ["r", "redis_target"]
-
-STATION = "faults"  # the one station whose bank is built; tests with their own Redis share it
-VIDEO_FRAMES = 21  # defects at 6, 13 and 20 (one part in seven)
-REPO = Path(__file__).resolve().parents[2]
-
-
-# ---------------------------------------------------------------- shared station and helpers
-
-
-class Assets:
-    """A short demo video, its station file and a data dir holding the station's built bank."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        refs = root / "references"
-        refs.mkdir(parents=True)
-        for i in range(4):  # the demo's first references (the station uses k=4)
-            cv2.imwrite(
-                str(refs / f"normal-{i:02d}.jpg"), render_part(seed=i)[0], [cv2.IMWRITE_JPEG_QUALITY, 90]
-            )
-        self.defective = write_video(root / "faults.avi", frames=VIDEO_FRAMES)
-        self.station_file = self.station_yaml(STATION, "faults.avi", fps=8)
-        self.bank_dir = root / "bank-data"
-
-    def station_yaml(self, station_id: str, video: str, fps: int) -> Path:
-        text = DEMO_YAML.replace("id: demo-line", f"id: {station_id}").replace("line.avi", video)
-        text = text.replace("loop: true", "loop: false").replace("fps: 5", f"fps: {fps}")
-        # no mirrored views: the bank builds in half the time and still separates the demo's defects
-        text = text.replace("  k: 4\n", "  k: 4\n  augment: false\n")
-        path = self.root / f"{station_id}.yaml"
-        path.write_text(text)
-        return path
-
-    def data_dir(self, tmp_path: Path) -> Path:
-        """A fresh data dir (short path: the Redis socket lives in it) with the bank copied in.
-
-        The first call builds the bank (tens of seconds on a CPU); later ones copy it.
-        """
-        if not (self.bank_dir / "banks").is_dir():
-            load_inspectors([load_station(self.station_file)], self.bank_dir, "cpu")
-        data = tmp_path / "d"
-        shutil.copytree(self.bank_dir / "banks", data / "banks")
-        return data
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(tmp_path_factory.mktemp("faults-assets"))
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, every_s: float = 0.1
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(every_s)
-
-
-async def pending_ids(r: streams.Redis, stream: str, group: str, consumer: str | None = None) -> set[str]:
-    """Ids delivered to ``group`` (to ``consumer``, if given) and not acknowledged yet."""
-    kw: dict[str, Any] = {"consumername": consumer} if consumer else {}
-    rows: Any = await r.xpending_range(stream, group, min="-", max="+", count=10_000, **kw)
-    return {streams._text(p["message_id"]) for p in rows}
-
-
-async def entries(r: streams.Redis, stream: str) -> list[tuple[str, dict[bytes, bytes]]]:
-    """Every entry of ``stream``, oldest first."""
-    reply: Any = await r.xrange(stream)
-    return [(streams._text(entry_id), fields) for entry_id, fields in reply]
-
-
-async def delivered_ids(r: streams.Redis, stream: str, group: str) -> set[str]:
-    """Ids of ``stream`` that ``group`` has read (its last-delivered id and all before it)."""
-    groups: Any = await r.xinfo_groups(stream)
-    info = next(g for g in groups if streams._text(g["name"]) == group)
-    last = streams._id_pair(info["last-delivered-id"])
-    return {i for i, _ in await entries(r, stream) if streams._id_pair(i) <= last}
-
-
-async def acked_ids(r: streams.Redis, stream: str, group: str) -> set[str]:
-    """Ids of ``stream`` that ``group`` has acknowledged: delivered and no longer pending."""
-    return await delivered_ids(r, stream, group) - await pending_ids(r, stream, group)
-
-
-def stored_seqs(store: Store, station_id: str) -> list[int]:
-    """Seqs of the station's inspection rows, one entry per row (a duplicate row would show twice)."""
-    with store.engine.connect() as conn:
-        return sorted(
-            conn.execute(select(Inspection.seq).where(Inspection.station_id == station_id)).scalars()
-        )
-
-
-def frame_fields(station_id: str, seq: int, index: int) -> dict[str, Any]:
-    """Frame message fields for demo part ``index``, encoded the way capture encodes frames."""
-    image, _ = render_part(1000 + index, defect_of(index))  # write_video's seeds
-    jpeg = encode_jpeg(image, CaptureOptions().jpeg_quality)
-    return FrameMessage(station_id, seq, time.time(), jpeg, image.shape[1], image.shape[0]).to_fields()
-
-
-# ---------------------------------------------------------------- 1. worker SIGKILL mid-run
-
-
-def start_worker(station_file: Path, data_dir: Path, redis_url: str, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LINEWATCH_REDIS_URL": redis_url,
-        "OMP_NUM_THREADS": "1",  # two workers and the test share two cores
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "worker",
-        "--config",
-        str(station_file),
-        "--data-dir",
-        str(data_dir),
-        "--device",
-        "cpu",
-        "--claim-idle-ms",
-        "4000",
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop_processes(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def logs(paths: list[Path]) -> str:
-    return "\n".join(
-        f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:]) for p in paths
-    )
 
 
 @pytest.mark.slow
