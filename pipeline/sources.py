@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 
 import cv2
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 10.0
+#: consecutive undecodable frames of a live stream skipped before it counts as broken
+MAX_BAD_FRAMES = 25
 _GLOB_CHARS = "*?["
 _CREDENTIALS = re.compile(r"(//[^/@:]*):[^/@]*@")
 _DIGITS = re.compile(r"(\d+)")
@@ -149,6 +152,21 @@ class StreamSource(_OpenCvSource):
     @property
     def live(self) -> bool:
         return True
+
+    def read(self) -> np.ndarray | None:
+        """The next frame; frames the decoder rejects (a corrupt JPEG in an MJPEG stream, a broken
+        H.264 slice) are skipped and counted in ``corrupt`` while the stream keeps delivering.
+
+        A failed read that comes at once is a bad frame; one that took a second or more, or a run
+        of ``MAX_BAD_FRAMES`` bad frames, means the stream is gone (None: capture reconnects).
+        """
+        for _ in range(MAX_BAD_FRAMES):
+            started = time.monotonic()
+            frame = super().read()
+            if frame is not None or time.monotonic() - started >= 1.0:
+                return frame
+            self.corrupt += 1
+        return None
 
     def _new_capture(self) -> cv2.VideoCapture:
         params: list[int] = []

@@ -9,12 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -163,3 +166,110 @@ def logs(paths: list[Path]) -> str:
     return "\n".join(
         f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:]) for p in paths
     )
+
+
+# ---------------------------------------------------------------- a camera on the network
+
+
+class MjpegCamera:
+    """An IP camera serving MJPEG over HTTP (multipart/x-mixed-replace), as many real ones do.
+
+    It can go away (``stop``: the port closes, open connections drop) and come back on the same
+    port (``start``), send garbage instead of JPEGs, change its frame size and run at any rate.
+    Frame ``i`` is a bright plate whose brightness encodes ``i``; every ``defect_every``-th frame
+    carries a dark hole.
+    """
+
+    def __init__(self, fps: float = 25.0, size: tuple[int, int] = (96, 128), defect_every: int = 10) -> None:
+        self.fps, self.size, self.defect_every = fps, size, defect_every
+        self.garbage = 0  # how many of the next frames are random bytes
+        self.sent = 0
+        self._generation = 0  # bumped by stop(): streaming handlers of the old server end
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                generation = camera._generation
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while camera._generation == generation:
+                        part = camera.next_part()
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                            + str(len(part)).encode()
+                            + b"\r\n\r\n"
+                            + part
+                            + b"\r\n"
+                        )
+                        time.sleep(1.0 / camera.fps)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._handler = Handler
+        self._server: ThreadingHTTPServer | None = None
+        self.port = 0
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def next_part(self) -> bytes:
+        i = self.sent
+        self.sent += 1
+        if self.garbage > 0:
+            self.garbage -= 1
+            return bytes(np.random.default_rng(i).integers(0, 256, 2000, dtype=np.uint8))
+        h, w = self.size
+        img = np.full((h, w, 3), 150, np.uint8)
+        img[: h // 8] = 60  # a dark band on top: the part's edge
+        if self.defect_every and i % self.defect_every == self.defect_every - 1:
+            cv2.circle(img, (w // 2, h // 2), max(3, h // 8), (20, 20, 20), -1)
+        return encode_jpeg(img, 90)
+
+    def start(self) -> None:
+        server = _ReusableServer(("127.0.0.1", self.port), self._handler)
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def stop(self) -> None:
+        """The camera is gone: no new connections, streaming ones end."""
+        self._generation += 1
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _ReusableServer(ThreadingHTTPServer):
+    allow_reuse_address = True  # back on the same port at once, as a rebooted camera is
+    daemon_threads = True
+
+
+def tiny_station(root: Path, station_id: str, source: str, fps: float, size: int = 64) -> Path:
+    """A station on small frames (64 px): bank and inspection cost milliseconds, so fault tests
+    can run thousands of frames. Two references of the MjpegCamera's normal plate."""
+    refs = root / f"{station_id}-references"
+    refs.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        img = np.full((96, 128, 3), 150 + i, np.uint8)
+        img[:12] = 60
+        cv2.imwrite(str(refs / f"ref-{i}.png"), img)
+    text = (
+        DEMO_YAML.replace("id: demo-line", f"id: {station_id}")
+        .replace("source: line.avi", f"source: '{source}'")
+        .replace("loop: true", "loop: false")
+        .replace("fps: 5", f"fps: {fps}")
+        .replace("image_size: 320", f"image_size: {size}")
+        .replace("folder: references", f"folder: {refs.name}")
+        .replace("  k: 4\n", "  k: 2\n  augment: false\n")
+    )
+    path = root / f"{station_id}.yaml"
+    path.write_text(text)
+    return path
