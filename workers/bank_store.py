@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +54,8 @@ def save(model: StationModel, path: Path, key: str, settings: dict) -> None:
         "settings": json.dumps(settings, sort_keys=True),
         "calibration": json.dumps(model.calibration.as_dict()),
     }
-    tmp = path.with_suffix(".tmp")
+    # a temp name of this process's own: workers sharing a data dir may build the same bank at once
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
 

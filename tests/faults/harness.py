@@ -28,6 +28,7 @@ from pipeline.demo_assets import DEMO_YAML, defect_of, render_part, write_video
 from pipeline.messages import FrameMessage
 from pipeline.store.models import Inspection
 from pipeline.store.store import Store
+from tests.dashboards.conftest import free_port
 from workers.station_loader import load_inspectors
 
 STATION = "faults"  # the one station whose bank is built; tests with their own Redis share it
@@ -125,7 +126,9 @@ def frame_fields(station_id: str, seq: int, index: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- 1. worker SIGKILL mid-run
 
 
-def start_worker(station_file: Path, data_dir: Path, redis_url: str, log: Path) -> subprocess.Popen:
+def start_worker(
+    station_file: Path, data_dir: Path, redis_url: str, log: Path, claim_idle_ms: int = 4000
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "LINEWATCH_REDIS_URL": redis_url,
@@ -144,9 +147,9 @@ def start_worker(station_file: Path, data_dir: Path, redis_url: str, log: Path) 
         "--device",
         "cpu",
         "--claim-idle-ms",
-        "4000",
+        str(claim_idle_ms),
     ]
-    with log.open("wb") as out:
+    with log.open("ab") as out:  # appended: a restarted worker's log follows the killed one's
         return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -222,15 +225,12 @@ class MjpegCamera:
     def next_part(self) -> bytes:
         i = self.sent
         self.sent += 1
+        rng = np.random.default_rng(i)
         if self.garbage > 0:
             self.garbage -= 1
-            return bytes(np.random.default_rng(i).integers(0, 256, 2000, dtype=np.uint8))
-        h, w = self.size
-        img = np.full((h, w, 3), 150, np.uint8)
-        img[: h // 8] = 60  # a dark band on top: the part's edge
-        if self.defect_every and i % self.defect_every == self.defect_every - 1:
-            cv2.circle(img, (w // 2, h // 2), max(3, h // 8), (20, 20, 20), -1)
-        return encode_jpeg(img, 90)
+            return bytes(rng.integers(0, 256, 2000, dtype=np.uint8))
+        hole = bool(self.defect_every) and i % self.defect_every == self.defect_every - 1
+        return encode_jpeg(plate_image(rng, hole, self.size), 90)
 
     def start(self) -> None:
         server = _ReusableServer(("127.0.0.1", self.port), self._handler)
@@ -252,15 +252,25 @@ class _ReusableServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def plate_image(rng: np.random.Generator, hole: bool, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """The fault suite's part: a grey plate with a dark edge on top and sensor noise; a defective
+    one has a dark hole in the middle."""
+    h, w = size
+    img = np.full((h, w, 3), 150, np.float32) + rng.normal(0, 1.5, (h, w, 1))
+    img[: h // 8] = 60
+    if hole:
+        cv2.circle(img, (w // 2, h // 2), max(3, h // 8), (20, 20, 20), -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def tiny_station(root: Path, station_id: str, source: str, fps: float, size: int = 64) -> Path:
     """A station on small frames (64 px): bank and inspection cost milliseconds, so fault tests
-    can run thousands of frames. Two references of the MjpegCamera's normal plate."""
+    can run thousands of frames. Four references: normal ``plate_image``s."""
     refs = root / f"{station_id}-references"
     refs.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        img = np.full((96, 128, 3), 150 + i, np.uint8)
-        img[:12] = 60
-        cv2.imwrite(str(refs / f"ref-{i}.png"), img)
+    for i in range(4):
+        jpeg = encode_jpeg(plate_image(np.random.default_rng(10_000 + i), False), 90)
+        (refs / f"ref-{i}.jpg").write_bytes(jpeg)
     text = (
         DEMO_YAML.replace("id: demo-line", f"id: {station_id}")
         .replace("source: line.avi", f"source: '{source}'")
@@ -268,8 +278,66 @@ def tiny_station(root: Path, station_id: str, source: str, fps: float, size: int
         .replace("fps: 5", f"fps: {fps}")
         .replace("image_size: 320", f"image_size: {size}")
         .replace("folder: references", f"folder: {refs.name}")
-        .replace("  k: 4\n", "  k: 2\n  augment: false\n")
+        .replace("  k: 4\n", "  k: 4\n  augment: false\n")
     )
     path = root / f"{station_id}.yaml"
     path.write_text(text)
     return path
+
+
+def plate_video(path: Path, frames: int, defect_every: int = 25) -> set[int]:
+    """A recorded video of ``plate_image``s; returns the indices of the defective frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (128, 96))
+    bad = set()
+    for i in range(frames):
+        hole = i % defect_every == defect_every - 1
+        writer.write(plate_image(np.random.default_rng(i), hole))
+        if hole:
+            bad.add(i)
+    writer.release()
+    return bad
+
+
+class RedisProcess:
+    """A redis-server of the test's own (so it can be killed) that persists every write (AOF,
+    fsync always): what a deployment that must not lose frames runs."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed"
+            if os.environ.get("CI"):
+                pytest.fail(message + " (CI is set, so it must be)")
+            pytest.skip(message)
+        self.binary, self.folder = binary, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        with (self.folder / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        import redis
+
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def kill(self) -> None:
+        """A crash: no shutdown, no final save; what the AOF holds is what survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
