@@ -118,5 +118,9 @@ def write_original(data_dir: Path, frame: FrameMessage) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written file on a full disk keeps it full
+        raise

@@ -50,6 +50,8 @@ from tests.pipeline.redis_fixtures import RedisTarget, _Proxy
 from workers.inspect_worker import InspectWorker
 from workers.station_loader import load_inspectors
 
+DB_OUTAGE_S = 30.0
+
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
@@ -220,8 +222,9 @@ def result(station_id: str, seq: int, flagged: bool) -> ResultMessage:
 async def test_database_outage_keeps_results_pending_until_committed(
     r: streams.Redis, redis_target: RedisTarget, postgres_schema_url: str, tmp_path: Path
 ) -> None:
-    """PostgreSQL is cut off (a TCP proxy in front of it closes) while results keep arriving: none
-    is acked while the database is away, and after it returns each is stored exactly once."""
+    """PostgreSQL is cut off for 30 s (a TCP proxy in front of it closes) while results keep
+    arriving: none is acked while the database is away, and after it returns each is stored
+    exactly once."""
     station_id = f"{redis_target.prefix}-db"
     results = keys.results(station_id)
     await asyncio.to_thread(upgrade, postgres_schema_url)
@@ -270,25 +273,33 @@ async def test_database_outage_keeps_results_pending_until_committed(
             return bool(during & await delivered_ids(r, results, keys.RECORD_GROUP))
 
         await wait_for(read_some, 10, "the recorder to read results during the outage")
-        for _ in range(6):  # a few retries of the commit
-            await asyncio.sleep(0.5)
+        down_since = time.monotonic()
+        halfway = False
+        while time.monotonic() - down_since < DB_OUTAGE_S:  # the recorder retries the commit
+            await asyncio.sleep(1.0)
+            if not halfway and time.monotonic() - down_since > DB_OUTAGE_S / 2:
+                during |= await publish(range(21, 31))  # results keep coming while it is away
+                halfway = True
             assert await acked_ids(r, results, keys.RECORD_GROUP) == before, "acked before commit"
             assert await count() == 10
-        assert not task.done()
+            assert not task.done()
 
         await proxy.start()  # back on the same address
-        await wait_for(lambda: counted(20), 30, "the results held during the outage to be stored")
+        await wait_for(lambda: counted(30), 30, "the results held during the outage to be stored")
         await wait_for(lambda: _empty(pending_ids(r, results, keys.RECORD_GROUP)), 10, "acks")
         await asyncio.sleep(0.5)
-        assert await acked_ids(r, results, keys.RECORD_GROUP) == before | during
+        # all acked: still in the stream and acked, or trimmed away (only acked entries are)
+        remaining = {i for i, _ in await entries(r, results)}
+        assert (before | during) & remaining <= await acked_ids(r, results, keys.RECORD_GROUP)
+        assert not await pending_ids(r, results, keys.RECORD_GROUP)
         seqs = await asyncio.to_thread(stored_seqs, direct, station_id)
-        assert seqs == list(range(1, 21))  # each once, the twice-published frame too
-        assert await asyncio.to_thread(direct.flagged_seqs, station_id) == [5, 10, 15, 20]
+        assert seqs == list(range(1, 31))  # each once, the twice-published frame too
+        assert await asyncio.to_thread(direct.flagged_seqs, station_id) == [5, 10, 15, 20, 25, 30]
         with direct.engine.connect() as conn:
             defects = conn.execute(
                 select(func.count()).select_from(Defect).where(Defect.station_id == station_id)
             ).scalar_one()
-        assert defects == 4
+        assert defects == 6
         assert recorder.evidence_failures == 0
     finally:
         stop.set()
