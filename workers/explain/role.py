@@ -157,7 +157,10 @@ class Explainer:
             return verdict_message(job.result, outcome, backend.name, started)
         cfg = job.station.explainer
         try:
-            chat = build_chat(job.station.product.image_description(), job.result, frame, cfg.image_size)
+            # decoding, drawing and two JPEG encodes: off the event loop, which also reads and acks
+            chat = await asyncio.to_thread(
+                build_chat, job.station.product.image_description(), job.result, frame, cfg.image_size
+            )
         except ValueError as e:
             self.counts["skipped"] += 1
             return verdict_message(
