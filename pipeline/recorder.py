@@ -175,33 +175,46 @@ class Recorder:
                     what=entry.stream,
                 )
         evidence = await self._evidence([r for r in results if r.flagged])
-        if not await self._commit(results, evidence, stop):
+        unstorable = await self._commit(results, evidence, stop)
+        if unstorable is None:
             return  # stopping during an outage: the batch stays pending in Redis for next time
-        await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, good), what="ack")
-        self.recorded += len(results)
-        metrics.observe_stored(results, time.time())
+        by_id = {e.id: r.id for e, r in zip(good, results, strict=True)}
+        for entry in [e for e in good if by_id[e.id] in unstorable]:  # kept for a person to look at
+            reason = unstorable[by_id[entry.id]]
+            await streams.reconnecting(
+                partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, reason),
+                what=entry.stream,
+            )
+        done = [e for e in good if by_id[e.id] not in unstorable]
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
+        stored = [r for r in results if r.id not in unstorable]
+        self.recorded += len(stored)
+        metrics.observe_stored(stored, time.time())
 
     async def _commit(
         self, results: list[ResultMessage], evidence: dict[str, tuple[str, str]], stop: asyncio.Event
-    ) -> bool:
-        """Retry until the database takes the batch: results wait in the stream meanwhile, nothing is lost."""
+    ) -> dict[str, str] | None:
+        """Retry until the database takes the batch: results wait in the stream meanwhile, nothing is
+        lost. Returns the frames no database would take (frame id -> why), or None when stopping."""
         delay = 0.5
+        unstorable: dict[str, str] = {}
         while True:
             try:
                 outcome = await asyncio.to_thread(self.store.record, results, evidence, self.unexplained)
                 metrics.DUPLICATE_RESULTS.inc(outcome.duplicates)
-                return True
+                return unstorable
             except StoreUnavailable as e:
                 metrics.STORE_RETRIES.inc()
                 logger.warning(
                     "database unavailable (%s); %d results wait, retrying in %.1fs", e, len(results), delay
                 )
             except BadResult as e:  # one bad row must not block the rest: store the others
-                logger.error("dropping unstorable result: %s", e, extra={"frame": e.frame_id})
+                logger.error("unstorable result, dead-lettered: %s", e, extra={"frame": e.frame_id})
+                unstorable[e.frame_id] = str(e)
                 results = [r for r in results if r.id != e.frame_id]
                 continue
             if stop.is_set():
-                return False
+                return None
             await asyncio.sleep(delay)
             delay = min(self.options.retry_max_s, delay * 2)
 
