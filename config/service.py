@@ -57,6 +57,13 @@ class ServiceSettings(BaseSettings):
         default="auto",
         description="Inference device: auto, cpu, cuda or cuda:N (N = GPU index)",
     )
+    cpu_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Worker processes `linewatch run` starts on a machine without a GPU, one "
+        "torch thread each; unset = one per CPU core",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text, or one JSON object per line for log collectors"
     )

@@ -162,7 +162,9 @@ def _capture(args, settings, stations) -> int:
 def _worker(args, settings, stations) -> int:
     from pipeline.roles import worker_main
 
-    return worker_main(settings, stations, args.device, args.claim_idle_ms, args.batch_size, args.max_wait_ms)
+    return worker_main(
+        settings, stations, args.device, args.claim_idle_ms, args.batch_size, args.max_wait_ms, args.threads
+    )
 
 
 def _explain(args, settings, stations) -> int:
@@ -254,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--batch-size", type=_positive_int, default=16, help="frames per inspection batch")
     worker.add_argument(
         "--max-wait-ms", type=_positive_int, default=30, help="how long a partial batch waits for more frames"
+    )
+    worker.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads for a CPU worker (default: one per core; linewatch run gives each of its "
+        "CPU workers one)",
     )
     explain = _role_parser(sub, "explain", "LLM verdicts on flagged frames, one per defect episode", _explain)
     explain.add_argument(

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from config.service import ServiceSettings
 from config.station import StationConfig
+from pipeline import metrics
 from pipeline.supervisor import Child, Supervisor, linewatch_argv
 
 logger = logging.getLogger(__name__)
 
 
-def worker_devices(device: str) -> list[str]:
-    """One worker per GPU, else one CPU worker (auto); an explicit device gets exactly one worker."""
+def worker_devices(device: str, cpu_workers: int | None = None) -> list[str]:
+    """One worker per GPU; without one (or with device cpu) ``cpu_workers`` CPU workers, default
+    one per core; an explicit CUDA device gets exactly one worker.
+
+    Several single-threaded CPU workers beat one multi-threaded one where other roles share the
+    cores: a torch thread preempted by capture or the recorder stalls its siblings at every
+    parallel step, and a bank build that takes seconds on an idle machine took over a minute.
+    """
+    cpus = ["cpu"] * (cpu_workers or os.cpu_count() or 1)
+    if device == "cpu":
+        return cpus
     if device != "auto":
         return [device]
     try:
@@ -24,7 +35,7 @@ def worker_devices(device: str) -> list[str]:
         count = torch.cuda.device_count()
     except ImportError:
         count = 0
-    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    return [f"cuda:{i}" for i in range(count)] or cpus
 
 
 def children(
@@ -37,10 +48,15 @@ def children(
     """The roles to supervise; the explainer only when a station enables one."""
     common = [*config_args, "--data-dir", str(settings.data_dir)]
     kids = [Child("capture", linewatch_argv("capture", *common))]
-    kids += [
-        Child(f"worker-{d}", linewatch_argv("worker", *common, "--device", d))
-        for d in worker_devices(settings.device)
-    ]
+    devices = worker_devices(settings.device, settings.cpu_workers)
+    for i, d in enumerate(devices):
+        if d != "cpu":
+            kids.append(Child(f"worker-{d}", linewatch_argv("worker", *common, "--device", d)))
+            continue
+        extra = ["--threads", "1"]
+        if settings.metrics_port is not None:  # each CPU worker its own port: base + 4 + i
+            extra += ["--metrics-port", str(metrics.port_for("worker", settings.metrics_port) + i)]
+        kids.append(Child(f"worker-cpu-{i}", linewatch_argv("worker", *common, "--device", d, *extra)))
     if any(s.explainer.enabled for s in stations or []):
         kids.append(Child("explain", linewatch_argv("explain", *common)))
     kids.append(Child("recorder", linewatch_argv("recorder", *common)))

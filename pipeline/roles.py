@@ -101,10 +101,16 @@ def worker_main(
     claim_idle_ms: int | None = None,
     batch_size: int = 16,
     max_wait_ms: int = 30,
+    threads: int | None = None,
 ) -> int:
+    import torch
+
     from pipeline import streams
     from workers.inspect_worker import InspectWorker, WorkerOptions
     from workers.station_loader import load_inspectors
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     inspectors = load_inspectors(stations, settings.data_dir, device or settings.device)
     options = WorkerOptions(batch_size=batch_size, max_wait_ms=max_wait_ms)

@@ -87,11 +87,11 @@ def test_a_crashing_worker_is_restarted_with_backoff_and_reported(tmp_path: Path
         wait_until(lambda: inspections() >= 10, 120, "the first inspections", run, log)
         backoffs = []
         for kill in range(1, 4):
-            old = children()["worker-cpu"]
+            old = children()["worker-cpu-0"]
             os.kill(old["pid"], signal.SIGKILL)
 
             def restarted(n: int = kill, old_pid: int = old["pid"]) -> dict[str, Any] | None:
-                worker = children().get("worker-cpu", {})
+                worker = children().get("worker-cpu-0", {})
                 ok = worker.get("restarts") == n and worker.get("state") == "running"
                 return worker if ok and worker.get("pid") != old_pid else None
 
@@ -109,14 +109,14 @@ def test_a_crashing_worker_is_restarted_with_backoff_and_reported(tmp_path: Path
             linewatch("status", *common), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
         )
         assert status.returncode == 0, status.stderr
-        assert "worker-cpu running (restarts 3, last exit -9)" in status.stdout, status.stdout
-        assert "PROBLEM: worker-cpu exited with code -9" in status.stdout
+        assert "worker-cpu-0 running (restarts 3, last exit -9)" in status.stdout, status.stdout
+        assert "PROBLEM: worker-cpu-0 exited with code -9" in status.stdout
         report = json.loads(
             subprocess.run(
                 linewatch("status", *common, "--json"), env=env, cwd=REPO, capture_output=True, timeout=60
             ).stdout
         )
-        assert any("worker-cpu" in p["message"] for p in report["problems"])
+        assert any("worker-cpu-0" in p["message"] for p in report["problems"])
     finally:
         if r is not None:
             r.close()

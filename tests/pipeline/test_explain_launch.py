@@ -65,3 +65,19 @@ def test_explain_with_missing_model_weights_names_the_model(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert "Qwen/Qwen2.5-VL-3B-Instruct" in proc.stderr and "hf download" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_starts_one_single_threaded_worker_per_core_without_a_gpu(tmp_path: Path) -> None:
+    demo = ensure_demo(tmp_path)
+    station = load_station(demo)
+    settings = load_settings(data_dir=tmp_path, device="cpu", cpu_workers=3, metrics_port=9100)
+    workers = [
+        c for c in children(["--config", str(demo)], settings, "h", 1, [station]) if "worker" in c.name
+    ]
+    assert [c.name for c in workers] == ["worker-cpu-0", "worker-cpu-1", "worker-cpu-2"]
+    for i, c in enumerate(workers):
+        assert c.argv[c.argv.index("--threads") + 1] == "1"
+        assert c.argv[c.argv.index("--metrics-port") + 1] == str(9104 + i)  # no two on one port
+    default = load_settings(data_dir=tmp_path, device="cpu")
+    count = len([c for c in children([], default, "h", 1, [station]) if "worker" in c.name])
+    assert count == (os.cpu_count() or 1)
