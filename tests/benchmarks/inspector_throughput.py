@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from tests.benchmarks import machine
 from workers.backbones import Backbone, load_backbone
 from workers.inspector import Inspector, inspection_shape
 from workers.references import build_station_model
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
         "inspector_fps": args.batch / full,
         "ratio": bare / full,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine.describe(),
         **extra,
     }
 

@@ -38,6 +38,7 @@ from pipeline.redis_server import start_embedded
 from pipeline.store.schema import upgrade
 from pipeline.store.store import Store
 from pipeline.supervisor import linewatch_argv
+from tests.benchmarks import machine
 from tests.pipeline.test_end_to_end import run_pipeline
 from workers.frames import decode_frame
 
@@ -122,6 +123,8 @@ async def watch_store(db_url: str, frames: int, seen: list[float]) -> None:
 
 
 CPU_SECONDS: dict[str, float] = {}
+WORKERS = os.cpu_count() or 1  # set from --workers
+THREADS = 1
 
 
 def cpu_seconds(pid: int) -> float:
@@ -143,23 +146,27 @@ async def run_processes(redis_url: str, db: str, path: Path, data_dir: Path, fra
         "LINEWATCH_DEVICE": "cpu",
     }
     common = ["--config", str(path), "--data-dir", str(data_dir)]
-    procs = [subprocess.Popen(linewatch_argv(role, *common), env=env) for role in ("worker", "recorder")]
+    # as linewatch run starts them on a machine without a GPU: one single-threaded worker per core
+    worker_argv = linewatch_argv("worker", *common, "--threads", str(THREADS))
+    procs = [subprocess.Popen(worker_argv, env=env) for _ in range(WORKERS)]
+    procs.append(subprocess.Popen(linewatch_argv("recorder", *common), env=env))
     r = streams.connect(redis_url)
     try:
         for _ in range(600):
-            if await streams.alive(r, "worker"):
+            if len(await streams.alive(r, "worker")) >= WORKERS:
                 break
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError("the worker did not start within a minute")
-        CPU_SECONDS["worker_startup"] = cpu_seconds(procs[0].pid)
+        CPU_SECONDS["workers_startup"] = sum(cpu_seconds(p.pid) for p in procs[:WORKERS])
         procs.append(subprocess.Popen(linewatch_argv("capture", *common), env=env))
         for _ in range(1200):
             await asyncio.sleep(0.25)
             if store.count_inspections("bench") >= frames:
                 break
-        for name, p in zip(("worker", "recorder", "capture"), procs, strict=True):
-            CPU_SECONDS[name] = cpu_seconds(p.pid)
+        CPU_SECONDS["workers"] = sum(cpu_seconds(p.pid) for p in procs[:WORKERS])
+        CPU_SECONDS["recorder"] = cpu_seconds(procs[WORKERS].pid)
+        CPU_SECONDS["capture"] = cpu_seconds(procs[WORKERS + 1].pid)
     finally:
         for p in procs:
             p.terminate()
@@ -195,7 +202,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         out["capture_to_store_ms_p50"] = float(np.percentile(seen, 50))
         out["capture_to_store_ms_p99"] = float(np.percentile(seen, 99))
     after = inspector_alone(path, data_dir, 16)
-    out["mode"] = "in-process" if args.in_process else "processes"
+    out["mode"] = "in-process" if args.in_process else f"processes, {WORKERS} worker(s) x {THREADS} thread(s)"
+    out["machine"] = machine.describe()
     out["cpu_seconds"] = {k: round(v, 1) for k, v in CPU_SECONDS.items()}
     out["inspector_fps_before"], out["inspector_fps_after"] = before, after
     out["inspector_fps"] = (before + after) / 2
@@ -204,12 +212,19 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    global WORKERS, THREADS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=float, default=120, help="offered load; above capacity measures throughput")
     p.add_argument("--redis-url", default=None)
     p.add_argument("--in-process", action="store_true", help="all roles in this process (as the e2e test)")
-    r = asyncio.run(main_async(p.parse_args()))
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    args = p.parse_args()
+    WORKERS, THREADS = args.workers, args.threads
+    r = asyncio.run(main_async(args))
     print(json.dumps(r, indent=2))
     print(
         f"pipeline {r['pipeline_fps']:.1f} frames/s vs Inspector alone {r['inspector_fps']:.1f}: "

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from pipeline import keys, streams
 from pipeline.demo_assets import DEMO_YAML, STATION_ID, ensure_demo
 from pipeline.redis_server import embedded_url
 from pipeline.store.store import Store
+from tests.benchmarks import machine
 
 
 def station_files(root: Path, count: int, fps: float) -> Path:
@@ -147,7 +147,7 @@ def main() -> None:
         log.close()
     first, last = samples[0], samples[-1]
     summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine.describe(),
         "stations": args.stations,
         "fps_each": args.fps,
         "minutes": (last["t"] - first["t"]) / 60,
