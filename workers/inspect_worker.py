@@ -19,25 +19,29 @@ from workers.inspector import InspectionResult, Inspector
 
 logger = logging.getLogger(__name__)
 
+UNDECODABLE = "JPEG payload does not decode"
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    batch_size: int = 16  # frames per inspector call, across stations
+    batch_size: int = 16  # frames per inspector call, across stations, when the streams keep up
+    max_batch_size: int = 64  # the batch doubles up to this while reads come back full (a backlog)
     max_wait_ms: int = 30  # how long a partial batch waits for more frames (latency bound)
     claim_idle_ms: int = 15_000  # pending this long on a silent consumer -> taken over
     max_deliveries: int = 5  # then the frame goes to the dead-letter stream
     results_maxlen: int = 100_000  # results are consumed by the recorder; bound memory anyway
     flagged_maxlen: int = 2_000  # flagged results carry the frame: the explainer's backlog bound
     heartbeat_ttl_s: float = 10.0
+    device_decode: bool | None = None  # decode JPEGs on the inspector's device; None: on a GPU
 
 
 @dataclass
 class _Batch:
     """Frames being inspected: decoded frames, their stream entries, the running inspection."""
 
-    frames: list[tuple[FrameMessage, np.ndarray]]
+    frames: list[tuple[FrameMessage, np.ndarray | None]]  # None: decoded on the device
     entries: list[streams.Entry]
-    results: asyncio.Task[list[InspectionResult]]
+    results: asyncio.Task[list[InspectionResult | None]]  # None: did not decode
 
 
 class InspectWorker:
@@ -58,6 +62,7 @@ class InspectWorker:
         self.inspected = 0
         self.dead = 0
         self._last_claim = 0.0
+        self.batch_size = self.options.batch_size  # adapts to the backlog, see _adapt
 
     async def run(self, stop: asyncio.Event) -> None:
         for stream in self.frame_streams:
@@ -86,24 +91,31 @@ class InspectWorker:
 
     async def _next_batch(self) -> list[streams.Entry]:
         opts = self.options
+        size = self.batch_size
         # only taken-over frames can have been delivered before; fresh reads need no XPENDING check
         entries = await self._drop_exhausted(await self._claim_stale())
-        if len(entries) < opts.batch_size:
+        if len(entries) < size:
             entries += await streams.read_batch(
-                self.r,
-                keys.INSPECT_GROUP,
-                self.name,
-                self.frame_streams,
-                opts.batch_size - len(entries),
-                1000,
+                self.r, keys.INSPECT_GROUP, self.name, self.frame_streams, size - len(entries), 1000
             )
+        full_at_once = len(entries) >= size
         deadline = time.monotonic() + opts.max_wait_ms / 1000
-        while entries and len(entries) < opts.batch_size and time.monotonic() < deadline:
-            more = await self._top_up(opts.batch_size - len(entries))
+        while entries and len(entries) < size and time.monotonic() < deadline:
+            more = await self._top_up(size - len(entries))
             if not more:
                 await asyncio.sleep(0.003)
             entries += more
+        self._adapt(full_at_once, len(entries))
         return entries
+
+    def _adapt(self, full_at_once: bool, got: int) -> None:
+        """A read that came back full means a backlog: double the batch (up to max_batch_size) for
+        throughput; a batch that filled less than half: halve it (down to batch_size) for latency."""
+        opts = self.options
+        if full_at_once:
+            self.batch_size = min(opts.max_batch_size, self.batch_size * 2)
+        elif got < self.batch_size // 2:
+            self.batch_size = max(opts.batch_size, self.batch_size // 2)
 
     async def _top_up(self, count: int) -> list[streams.Entry]:
         # a non-blocking read: XREADGROUP without BLOCK returns at once
@@ -160,10 +172,13 @@ class InspectWorker:
                 msg = FrameMessage.from_fields(entry.fields)
                 if msg.station_id not in self.inspectors:
                     raise MessageError(f"station {msg.station_id!r} is not configured on this worker")
-                size = self.inspectors[msg.station_id].stations[msg.station_id].image_size
-                image = decode_frame(msg.jpeg, msg.width, msg.height, size)
-                if image is None:
-                    raise MessageError("JPEG payload does not decode")
+                inspector = self.inspectors[msg.station_id]
+                image = None
+                if not self._decodes_on_device(inspector):
+                    size = inspector.stations[msg.station_id].image_size
+                    image = decode_frame(msg.jpeg, msg.width, msg.height, size)
+                    if image is None:
+                        raise MessageError(UNDECODABLE)
             except MessageError as e:
                 await streams.reconnecting(
                     partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, str(e)),
@@ -179,14 +194,28 @@ class InspectWorker:
 
     async def _finish(self, batch: _Batch) -> None:
         results = await batch.results
-        await streams.reconnecting(lambda: self._publish(batch.frames, results), what="results")
-        await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, batch.entries), what="ack")
-        self.inspected += len(batch.frames)
-        done = time.time()
-        for (msg, _), res in zip(batch.frames, results, strict=True):
-            metrics.observe_inspected(msg.station_id, res.flagged, done - msg.captured_at)
+        done = [(e, f, r) for e, f, r in zip(batch.entries, batch.frames, results, strict=True) if r]
+        for entry in [e for e, r in zip(batch.entries, results, strict=True) if r is None]:
+            await streams.reconnecting(  # found by the device decoder: as the host decoder would
+                partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, UNDECODABLE),
+                what=entry.stream,
+            )
+            self.dead += 1
+        frames = [(f[0], f[1], r) for _, f, r in done]
+        await streams.reconnecting(lambda: self._publish(frames), what="results")
+        acked = [e for e, _, _ in done]
+        await streams.reconnecting(lambda: streams.ack(self.r, keys.INSPECT_GROUP, acked), what="ack")
+        self.inspected += len(frames)
+        now = time.time()
+        for msg, _, res in frames:
+            metrics.observe_inspected(msg.station_id, res.flagged, now - msg.captured_at)
 
-    def _inspect(self, frames: list[tuple[FrameMessage, np.ndarray]]) -> list[InspectionResult]:
+    def _decodes_on_device(self, inspector: Inspector) -> bool:
+        """JPEGs go to a GPU inspector as bytes (nvJPEG there); CPU workers decode with OpenCV."""
+        choice = self.options.device_decode
+        return inspector.device.type == "cuda" if choice is None else choice
+
+    def _inspect(self, frames: list[tuple[FrameMessage, np.ndarray | None]]) -> list[InspectionResult | None]:
         started = time.perf_counter()
         by_inspector: dict[int, list[int]] = {}
         for i, (msg, _) in enumerate(frames):
@@ -194,22 +223,25 @@ class InspectWorker:
         out: list[InspectionResult | None] = [None] * len(frames)
         for idx in by_inspector.values():
             insp = self.inspectors[frames[idx[0]][0].station_id]
-            for i, res in zip(
-                idx, insp.inspect([(frames[i][0].station_id, frames[i][1]) for i in idx]), strict=True
-            ):
+            got: list[InspectionResult | None]
+            if self._decodes_on_device(insp):
+                got = insp.inspect_jpegs([(frames[i][0].station_id, frames[i][0].jpeg) for i in idx])
+            else:
+                got = [*insp.inspect([(frames[i][0].station_id, _host_decoded(frames[i][1])) for i in idx])]
+            for i, res in zip(idx, got, strict=True):
                 out[i] = res
         metrics.observe_batch(len(frames), time.perf_counter() - started)
-        return [r for r in out if r is not None]
+        return out
 
-    async def _publish(
-        self, frames: list[tuple[FrameMessage, np.ndarray]], results: list[InspectionResult]
-    ) -> None:
+    async def _publish(self, frames: list[tuple[FrameMessage, np.ndarray | None, InspectionResult]]) -> None:
         now = time.time()
         async with self.r.pipeline(transaction=False) as pipe:
-            for (msg, image), res in zip(frames, results, strict=True):
-                # regions were found on the decoded frame; they are given in the camera's pixels
+            for msg, image, res in frames:
+                # regions were found on the decoded frame (the JPEG's size, or a reduced decode of
+                # it); they are given in the camera's pixels
                 width, height = msg.original_size
-                sx, sy = width / image.shape[1], height / image.shape[0]
+                h, w = image.shape[:2] if image is not None else (msg.height, msg.width)
+                sx, sy = width / w, height / h
                 out = ResultMessage(
                     station_id=msg.station_id,
                     seq=msg.seq,
@@ -238,3 +270,9 @@ class InspectWorker:
                         approximate=True,
                     )
             await pipe.execute()
+
+
+def _host_decoded(image: np.ndarray | None) -> np.ndarray:
+    if image is None:  # _start decodes every frame of a host-decoding inspector
+        raise RuntimeError("a frame for host inspection was not decoded")
+    return image

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from workers.backbones.base import Backbone
+from workers.frames import decode_jpegs
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
 from workers.memory_tuning import keep_freed_memory
 from workers.patch_features import PatchEmbedder
@@ -150,11 +151,54 @@ class Inspector:
                 results[i] = res
         return [r for r in results if r is not None]
 
+    def inspect_jpegs(self, items: Sequence[tuple[str, bytes]]) -> list[InspectionResult | None]:
+        """Inspect (station_id, JPEG bytes) pairs, decoded and resized on the inspector's device:
+        on a GPU only the compressed bytes cross to it (nvJPEG), and only small results come back.
+        Results in the same order; None where the bytes do not decode."""
+        t0 = time.perf_counter()
+        decoded = decode_jpegs([jpeg for _, jpeg in items], self.device)
+        groups: dict[tuple[str, tuple[int, int]], list[tuple[int, torch.Tensor]]] = defaultdict(list)
+        for i, ((station_id, _), image) in enumerate(zip(items, decoded, strict=True)):
+            if station_id not in self.stations:
+                raise KeyError(f"station {station_id!r} has no model loaded in this inspector")
+            if image is not None:
+                size = (int(image.shape[-2]), int(image.shape[-1]))
+                shape = inspection_shape(size, self.stations[station_id].image_size, self.backbone)
+                groups[(station_id, shape)].append((i, image))
+        results: list[InspectionResult | None] = [None] * len(items)
+        for (station_id, shape), members in groups.items():
+            images = [image for _, image in members]
+            sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+            group = self._results(self.stations[station_id], self.device_batch(images, shape), sizes, t0)
+            for (i, _), res in zip(members, group, strict=True):
+                results[i] = res
+        return results
+
+    def device_batch(self, images: Sequence[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+        """RGB uint8 (3, h, w) tensors already on the device, resized (antialiased bilinear) to
+        ``shape`` and stacked as floats in [0, 1]: the device twin of ``to_tensor``."""
+        out = []
+        for image in images:
+            x = image.unsqueeze(0).to(self.dtype)
+            if tuple(x.shape[-2:]) != shape:
+                x = torch.nn.functional.interpolate(
+                    x.float(), size=shape, mode="bilinear", antialias=True, align_corners=False
+                ).to(self.dtype)
+            out.append(x)
+        return torch.cat(out).div_(255.0)
+
     def _inspect_group(
         self, model: StationModel, frames: list[np.ndarray], shape: tuple[int, int]
     ) -> list[InspectionResult]:
         t0 = time.perf_counter()
         images = self.to_tensor(frames, shape)
+        return self._results(model, images, [f.shape[:2] for f in frames], t0)
+
+    def _results(
+        self, model: StationModel, images: torch.Tensor, sizes: Sequence[tuple[int, int]], t0: float
+    ) -> list[InspectionResult]:
+        """Maps, scores, heat maps and regions of a batch of one station and shape; ``sizes`` are
+        the frames' own (H, W), in whose pixels region boxes are given."""
         t1 = time.perf_counter()
         maps = self.raw_maps(images, model)
         scores = image_scores(maps).cpu().numpy()
@@ -162,8 +206,8 @@ class Inspector:
         grid_norm = model.calibration.normalize(maps[:, 0].cpu().numpy(), clip=False)
         t2 = time.perf_counter()
         out = []
-        for j, frame in enumerate(frames):
-            regions = find_regions(grid_norm[j], frame.shape[:2], model.min_area)
+        for j, size in enumerate(sizes):
+            regions = find_regions(grid_norm[j], size, model.min_area)
             score = float(model.calibration.normalize(scores[j]))
             out.append(
                 InspectionResult(
@@ -176,7 +220,7 @@ class Inspector:
                 )
             )
         t3 = time.perf_counter()
-        n = len(frames)
+        n = len(sizes)
         timing = {
             "preprocess_ms": (t1 - t0) * 1e3 / n,
             "model_ms": (t2 - t1) * 1e3 / n,

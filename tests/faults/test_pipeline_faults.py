@@ -47,7 +47,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.pipeline.redis_fixtures import RedisTarget, _Proxy
-from workers.inspect_worker import InspectWorker
+from workers.inspect_worker import InspectWorker, WorkerOptions
 from workers.station_loader import load_inspectors
 
 DB_OUTAGE_S = 30.0
@@ -142,8 +142,9 @@ async def _empty(ids: Awaitable[set[str]]) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device_decode", [False, True], ids=["host-decode", "device-decode"])
 async def test_poison_frames_are_dead_lettered_and_valid_ones_inspected(
-    assets: Assets, tmp_path: Path
+    assets: Assets, tmp_path: Path, device_decode: bool
 ) -> None:
     """A corrupt JPEG, an empty one, a frame without its JPEG field and one of an unknown message
     version go to the dead-letter stream (counted, acked); the valid frames around them, read in
@@ -166,7 +167,8 @@ async def test_poison_frames_are_dead_lettered_and_valid_ones_inspected(
     with start_embedded(data_dir) as server:
         r = streams.connect(server.url)
         stop = asyncio.Event()
-        worker = InspectWorker(r, inspectors, "w-poison")
+        # device decode: the JPEG bytes go to the inspector as a GPU worker sends them to nvJPEG
+        worker = InspectWorker(r, inspectors, "w-poison", WorkerOptions(device_decode=device_decode))
         task: asyncio.Task | None = None
         try:
             await streams.ensure_group(r, frames, keys.INSPECT_GROUP)

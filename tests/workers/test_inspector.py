@@ -85,3 +85,54 @@ def test_maps_on_the_coarse_grid_match_full_resolution_maps(inspector):
     assert coarse_maps.flatten(1).amax(1).tolist() == pytest.approx(
         exact.flatten(1).amax(1).tolist(), abs=0.02 * spread
     )
+
+
+def _jpeg(frame: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def _decoded(jpeg: bytes) -> np.ndarray:
+    import cv2
+
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _device_path_matches_host_path(inspector: Inspector, device: str) -> None:
+    model = inspector.stations["line-a"]
+    on_device = Inspector(inspector.backbone, device=device)
+    on_device.add_station(model)
+    hole, _ = synthetic_part(220, defect="hole")
+    frames = [make_part(130), hole, make_part(131, size=(64, 200))]  # two shapes in one call
+    jpegs = [_jpeg(f) for f in frames]
+    host = inspector.inspect([("line-a", _decoded(j)) for j in jpegs])
+    dev = on_device.inspect_jpegs([("line-a", j) for j in jpegs])
+    assert all(r is not None for r in dev)
+    for h, d in zip(host, dev, strict=True):
+        assert d is not None
+        assert d.score == pytest.approx(h.score, abs=0.05)  # libjpeg vs libjpeg-turbo, resize kernels
+        assert d.flagged == h.flagged
+        assert np.abs(d.heatmap.astype(int) - h.heatmap.astype(int)).mean() < 12  # of 255
+    assert dev[1] is not None and dev[1].regions and host[1].regions
+    assert dev[1].regions[0].position == host[1].regions[0].position
+
+
+def test_jpegs_decoded_on_the_device_inspect_like_host_decoded_frames(inspector):
+    _device_path_matches_host_path(inspector, "cpu")
+
+
+def test_undecodable_jpegs_give_none_and_the_rest_are_inspected(inspector):
+    good = _jpeg(make_part(140))
+    results = inspector.inspect_jpegs([("line-a", good), ("line-a", b"\xff\xd8garbage"), ("line-a", b"")])
+    assert results[0] is not None and results[1] is None and results[2] is None
+
+
+@pytest.mark.gpu
+def test_gpu_decode_and_preprocessing_match_the_cpu_path(inspector):
+    """nvJPEG decode, resize and fp16 maps on the GPU against the CPU path (issue 8's tolerance)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _device_path_matches_host_path(inspector, "cuda")
