@@ -40,9 +40,9 @@ class CaptureOptions:
     retry_max_s: float = 5.0
     offline_after_s: float = 30.0  # "reconnecting" becomes "offline" after this long
     stop_timeout_s: float = 5.0  # how long stop() waits for a reader blocked in a driver call
-    # recent camera-size frames kept for flagged frames' evidence: 109 frames of 640x480, 16 of
+    # recent camera-size frames kept for flagged frames' evidence: 145 frames of 640x480, 21 of
     # 1080p; results normally come back within a fraction of a second
-    originals_mb: float = 96.0
+    originals_mb: float = 128.0
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CaptureRoleOptions:
     live_maxlen: int = 500  # live frames: the stream keeps about this many; older ones drop
-    recorded_backlog: int = 200  # recorded sources pause while this many frames wait for workers
+    # recorded sources pause while this many frames wait for workers: enough to keep them busy, few
+    # enough that the originals of flagged frames are still in capture's buffer when flags come
+    recorded_backlog: int = 48
     trim_every: int = 50  # frames between trims of entries every worker has acknowledged
     state_ttl_s: int = 30  # a station whose capture died shows as offline after this
 

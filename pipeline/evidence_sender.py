@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -17,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: originals waiting for the recorder; each is a full-size JPEG, so the stream is kept short
 EVIDENCE_MAXLEN = 500
+TRIM_EVERY_S = 10.0
 
 
 class EvidenceSender:
@@ -57,6 +59,7 @@ class EvidenceSender:
 
     async def run(self) -> None:
         """Send originals until cancelled; ``start`` must have run."""
+        last_trim = time.monotonic()
         while True:
             entries = await streams.reconnecting(
                 lambda: streams.read_batch(
@@ -66,6 +69,13 @@ class EvidenceSender:
             )
             if entries:
                 await self.send(entries)
+            if time.monotonic() - last_trim >= TRIM_EVERY_S:
+                # flagged results carry their frame: once every group (this one, the explainer's)
+                # has them, they are only memory
+                last_trim = time.monotonic()
+                await streams.reconnecting(
+                    lambda: streams.trim_acknowledged(self.r, self.flagged), what=self.flagged
+                )
 
     async def send(self, entries: list[streams.Entry]) -> None:
         out: list[Any] = []  # stream entry fields
