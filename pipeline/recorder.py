@@ -170,10 +170,7 @@ class Recorder:
                 results.append(ResultMessage.from_fields(entry.fields))
                 good.append(entry)
             except MessageError as e:
-                await streams.reconnecting(
-                    partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, str(e)),
-                    what=entry.stream,
-                )
+                await streams.bury(self.r, keys.RECORD_GROUP, entry, str(e))
         evidence = await self._evidence([r for r in results if r.flagged])
         unstorable = await self._commit(results, evidence, stop)
         if unstorable is None:
@@ -181,10 +178,7 @@ class Recorder:
         by_id = {e.id: r.id for e, r in zip(good, results, strict=True)}
         for entry in [e for e in good if by_id[e.id] in unstorable]:  # kept for a person to look at
             reason = unstorable[by_id[entry.id]]
-            await streams.reconnecting(
-                partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, reason),
-                what=entry.stream,
-            )
+            await streams.bury(self.r, keys.RECORD_GROUP, entry, reason)
         done = [e for e in good if by_id[e.id] not in unstorable]
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
         stored = [r for r in results if r.id not in unstorable]
@@ -257,10 +251,7 @@ class Recorder:
             try:
                 frame = FrameMessage.from_fields(entry.fields)
             except MessageError as e:
-                await streams.reconnecting(
-                    partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, str(e)),
-                    what=entry.stream,
-                )
+                await streams.bury(self.r, keys.RECORD_GROUP, entry, str(e))
                 continue
             try:
                 path = await asyncio.to_thread(write_original, self.data_dir, frame)

@@ -206,6 +206,12 @@ async def dead_letter_if_exhausted(
     return [e for e in entries if e.id not in dead], len(exhausted)
 
 
+async def bury(r: Redis, group: str, entry: Entry, reason: str) -> None:
+    """``dead_letter`` through ``reconnecting``: a poison message is put aside even while Redis
+    blinks, and the consumer goes on with the rest of its batch."""
+    await reconnecting(lambda: dead_letter(r, entry.stream, group, entry, reason), what=entry.stream)
+
+
 async def dead_letter(r: Redis, stream: str, group: str, entry: Entry, reason: str) -> None:
     """Dead-letter one entry that can never be processed (corrupt, unknown message version)."""
     _check_stream(stream, [entry])

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 
 from pipeline import keys, streams
 from pipeline.messages import MessageError, VerdictMessage
@@ -50,10 +49,7 @@ class VerdictRecording:
             try:
                 verdict = VerdictMessage.from_fields(entry.fields)
             except MessageError as e:
-                await streams.reconnecting(
-                    partial(streams.dead_letter, self.r, entry.stream, keys.RECORD_GROUP, entry, str(e)),
-                    what=entry.stream,
-                )
+                await streams.bury(self.r, keys.RECORD_GROUP, entry, str(e))
                 continue
             self.waiting.setdefault(entry.id, _Waiting(entry, verdict, now))
         await self._attempt()
@@ -84,8 +80,5 @@ class VerdictRecording:
         for w in [w for w in pending if w.verdict.id in early_ids]:
             if time.monotonic() - w.since > self.max_wait_s:
                 reason = f"no defect row for {w.verdict.id} after {self.max_wait_s:.0f} s"
-                await streams.reconnecting(
-                    partial(streams.dead_letter, self.r, w.entry.stream, keys.RECORD_GROUP, w.entry, reason),
-                    what=w.entry.stream,
-                )
+                await streams.bury(self.r, keys.RECORD_GROUP, w.entry, reason)
                 del self.waiting[w.entry.id]

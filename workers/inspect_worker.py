@@ -180,10 +180,7 @@ class InspectWorker:
                     if image is None:
                         raise MessageError(UNDECODABLE)
             except MessageError as e:
-                await streams.reconnecting(
-                    partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, str(e)),
-                    what=entry.stream,
-                )
+                await streams.bury(self.r, keys.INSPECT_GROUP, entry, str(e))
                 self.dead += 1
                 continue
             frames.append((msg, image))
@@ -196,10 +193,9 @@ class InspectWorker:
         results = await batch.results
         done = [(e, f, r) for e, f, r in zip(batch.entries, batch.frames, results, strict=True) if r]
         for entry in [e for e, r in zip(batch.entries, results, strict=True) if r is None]:
-            await streams.reconnecting(  # found by the device decoder: as the host decoder would
-                partial(streams.dead_letter, self.r, entry.stream, keys.INSPECT_GROUP, entry, UNDECODABLE),
-                what=entry.stream,
-            )
+            await streams.bury(
+                self.r, keys.INSPECT_GROUP, entry, UNDECODABLE
+            )  # found by the device decoder: as the host decoder would
             self.dead += 1
         frames = [(f[0], f[1], r) for _, f, r in done]
         await streams.reconnecting(lambda: self._publish(frames), what="results")

@@ -107,10 +107,7 @@ class Explainer:
             if result.station_id != station.id:
                 raise MessageError(f"result of station {result.station_id!r} on the stream of {station.id!r}")
         except MessageError as e:
-            await streams.reconnecting(
-                partial(streams.dead_letter, self.r, entry.stream, keys.EXPLAIN_GROUP, entry, str(e)),
-                what=entry.stream,
-            )
+            await streams.bury(self.r, keys.EXPLAIN_GROUP, entry, str(e))
             self.counts["dead"] += 1
             return
         place = self.tracker.assign(result, gap=station.explainer.episode_gap)
