@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from workers.backbones.base import Backbone
-from workers.frames import decode_jpegs
+from workers.device_frames import decode_jpegs
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
 from workers.memory_tuning import keep_freed_memory
 from workers.patch_features import PatchEmbedder
