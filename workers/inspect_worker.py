@@ -191,11 +191,11 @@ class InspectWorker:
 
     async def _finish(self, batch: _Batch) -> None:
         results = await batch.results
-        done = [(e, f, r) for e, f, r in zip(batch.entries, batch.frames, results, strict=True) if r]
-        for entry in [e for e, r in zip(batch.entries, results, strict=True) if r is None]:
-            await streams.bury(
-                self.r, keys.INSPECT_GROUP, entry, UNDECODABLE
-            )  # found by the device decoder: as the host decoder would
+        rows = list(zip(batch.entries, batch.frames, results, strict=True))
+        done = [(e, f, r) for e, f, r in rows if r is not None]
+        for entry, _, _ in [row for row in rows if row[2] is None]:
+            # found by the device decoder: put aside as the host decoder's finds are
+            await streams.bury(self.r, keys.INSPECT_GROUP, entry, UNDECODABLE)
             self.dead += 1
         frames = [(f[0], f[1], r) for _, f, r in done]
         await streams.reconnecting(lambda: self._publish(frames), what="results")
