@@ -201,9 +201,9 @@ class Inspector:
         the frames' own (H, W), in whose pixels region boxes are given."""
         t1 = time.perf_counter()
         maps = self.raw_maps(images, model)
-        scores = image_scores(maps).cpu().numpy()
-        norm = model.calibration.normalize(_small_maps(maps, self.heatmap_size))
-        grid_norm = model.calibration.normalize(maps[:, 0].cpu().numpy(), clip=False)
+        scores, small, grid = _to_host(image_scores(maps), _small_maps(maps, self.heatmap_size), maps[:, 0])
+        norm = model.calibration.normalize(small)
+        grid_norm = model.calibration.normalize(grid, clip=False)
         t2 = time.perf_counter()
         out = []
         for j, size in enumerate(sizes):
@@ -237,11 +237,25 @@ def _resize_rgb(frame: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _small_maps(maps: torch.Tensor, size: int) -> np.ndarray:
-    """Maps downscaled so the longer side is ``size``: what overlays need, cheap to send."""
+def _small_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, h, w) maps downscaled so the longer side is ``size``: what overlays need, cheap to send."""
     h, w = maps.shape[-2:]
     scale = size / max(h, w)
     small = torch.nn.functional.interpolate(
         maps, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area"
     )
-    return small[:, 0].cpu().numpy()
+    return small[:, 0]
+
+
+def _to_host(scores: torch.Tensor, small: torch.Tensor, grid: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Image scores (B,), heat maps (B, h, w) and grid maps (B, H, W) in one device-to-host copy:
+    on a GPU, one synchronisation per batch instead of three."""
+    b = scores.shape[0]
+    packed = torch.cat([scores.reshape(b, 1), small.reshape(b, -1), grid.reshape(b, -1)], dim=1)
+    host = packed.float().cpu().numpy()
+    n_small = small[0].numel()
+    return (
+        host[:, 0],
+        host[:, 1 : 1 + n_small].reshape(small.shape),
+        host[:, 1 + n_small :].reshape(grid.shape),
+    )
