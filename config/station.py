@@ -179,7 +179,8 @@ class ReferenceSettings(StrictModel):
     folder: Path = Field(description="Folder of normal images (relative to the YAML file)")
     k: int = Field(default=4, ge=1, le=1024, strict=True, description="How many reference images to use")
     augment: bool = Field(
-        default=True, description="Add rotated and flipped copies of the references to the bank"
+        default=True,
+        description="Add mirrored and exposure-bracketed (darker, brighter) copies of the references",
     )
 
     @field_validator("folder", mode="before")

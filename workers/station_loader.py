@@ -20,6 +20,7 @@ from workers.frames import decode_frame
 from workers.inspector import Inspector
 from workers.references import (
     DEFAULT_BANK_SIZE,
+    DEFAULT_EXPOSURES,
     DEFAULT_SCALES,
     build_station_model,
     list_reference_files,
@@ -46,6 +47,7 @@ def bank_settings(station: StationConfig, decoder_id: dict | None = None) -> dic
         "k": station.references.k,
         "augment": station.references.augment,
         "scales": list(DEFAULT_SCALES),
+        "exposures": list(DEFAULT_EXPOSURES) if station.references.augment else [],
         "max_bank": DEFAULT_BANK_SIZE,
         "min_area": station.regions.min_area,
         # how references are prepared and the threshold derived: a change rebuilds cached banks

@@ -8,7 +8,7 @@ from workers import bank_store
 from workers.backbones import load_backbone
 from workers.errors import ReferenceImagesError
 from workers.inspector import Inspector
-from workers.references import build_station_model, list_reference_files, read_images
+from workers.references import build_station_model, exposed, list_reference_files, read_images
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,31 @@ def test_coreset_caps_bank_size(inspector):
     refs = [make_part(s) for s in range(2)]
     model = build_station_model(inspector, "small", refs, image_size=128, min_area=0.0, max_bank=50)
     assert all(n == 50 for n in model.bank.sizes)
+
+
+def test_exposed_scales_intensity_and_saturates():
+    img = np.array([[[10, 100, 200]]], dtype=np.uint8)
+    assert exposed(img, 2.0).tolist() == [[[20, 200, 255]]]
+    assert exposed(img, 0.5).tolist() == [[[5, 50, 100]]]
+
+
+def test_exposure_views_join_the_bank_and_cover_a_darker_part(inspector):
+    refs = [make_part(s) for s in range(2)]
+    common = dict(image_size=128, min_area=0.0, scales=(1.0,), max_bank=None)
+    plain = build_station_model(inspector, "plain", refs, exposures=(), **common)
+    bracketed = build_station_model(inspector, "bracketed", refs, exposures=(0.5, 2.0), **common)
+    # two gains: each mirror view of each reference is there three times (as seen, darker, brighter)
+    assert bracketed.bank.sizes == [3 * n for n in plain.bank.sizes]
+    unaugmented = build_station_model(inspector, "u", refs, augment=False, exposures=(0.5, 2.0), **common)
+    assert unaugmented.bank.sizes == [n // 4 for n in plain.bank.sizes]  # no mirrors, no exposures
+    inspector.add_station(plain)
+    inspector.add_station(bracketed)
+    darker = exposed(refs[0], 0.5)
+    (as_plain,) = inspector.inspect([("plain", darker)])
+    (as_bracketed,) = inspector.inspect([("bracketed", darker)])
+    assert as_bracketed.raw_score < 0.5 * as_plain.raw_score
+    with pytest.raises(ValueError, match="exposure gains"):
+        build_station_model(inspector, "bad", refs, exposures=(0.0,), **common)
 
 
 def test_bank_persists_and_rebuilds_when_references_change(inspector, tmp_path):

@@ -26,6 +26,18 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
+def _gain_list(text: str) -> list[float]:
+    if text.strip().lower() == "none":
+        return []
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated gains or 'none', got {text!r}") from e
+    if not values or any(not 0.1 <= v <= 10 for v in values):
+        raise argparse.ArgumentTypeError(f"exposure gains must lie in 0.1..10, got {text!r}")
+    return values
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="MVTec-AD layout root")
     parser.add_argument("--category", action="append", help="category to evaluate (repeatable)")
@@ -40,6 +52,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="inspection size (longer side)")
     parser.add_argument("--no-augment", action="store_true", help="no mirrored reference views")
     parser.add_argument("--scales", type=_float_list, default=None, help="reference scales, e.g. 0.75,1,1.33")
+    parser.add_argument(
+        "--exposures",
+        type=_gain_list,
+        default=None,
+        help="exposure gains of extra reference views, e.g. 0.5,2 (default), or none",
+    )
     parser.add_argument("--max-bank", type=int, default=1024, help="coreset size per level")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(

@@ -31,7 +31,13 @@ from workers.evaluation.dataset import (
 from workers.evaluation.metrics import compute_metrics
 from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
-from workers.references import DEFAULT_BANK_SIZE, DEFAULT_SCALES, build_station_model, read_images
+from workers.references import (
+    DEFAULT_BANK_SIZE,
+    DEFAULT_EXPOSURES,
+    DEFAULT_SCALES,
+    build_station_model,
+    read_images,
+)
 from workers.station_model import StationModel
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ class EvalSettings:
     device: str
     self_reference: float = 0.0
     scales: tuple[float, ...] = DEFAULT_SCALES
+    exposures: tuple[float, ...] = DEFAULT_EXPOSURES
     max_bank: int = DEFAULT_BANK_SIZE
     split: str = "test"
     seed: int = 0
@@ -78,6 +85,7 @@ def evaluate_draw(
             min_area=0.0,
             augment=cfg.augment,
             scales=cfg.scales,
+            exposures=cfg.exposures,
             max_bank=cfg.max_bank,
             decoder=decoder,
             bank=cfg.mode != "zero-shot",
@@ -234,6 +242,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             device=args.device,
             self_reference=args.self_reference,
             scales=tuple(args.scales or DEFAULT_SCALES),
+            exposures=tuple(DEFAULT_EXPOSURES if args.exposures is None else args.exposures),
             max_bank=args.max_bank,
             split=args.split,
             mode=args.mode,
