@@ -47,6 +47,16 @@ def timed(fn, iters: int, sync) -> float:
     return (time.perf_counter() - t0) / iters
 
 
+def interleaved(fns: list, rounds: int, iters: int, sync) -> list[float]:
+    """Median seconds per call of each function, timed in alternating rounds of ``iters`` calls:
+    a machine whose speed drifts (other jobs, clock changes) then slows all of them alike."""
+    per_round: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for times, fn in zip(per_round, fns, strict=True):
+            times.append(timed(fn, iters, sync))
+    return [float(np.median(t)) for t in per_round]
+
+
 def run(args: argparse.Namespace) -> dict:
     backbone = (
         random_open_clip(args.random_open_clip) if args.random_open_clip else load_backbone(args.backbone)
@@ -74,13 +84,18 @@ def run(args: argparse.Namespace) -> dict:
         if insp.device.type == "cuda":
             torch.cuda.synchronize()
 
-    with torch.inference_mode():
-        bare = timed(lambda: insp.backbone(x), args.iters, sync)
-    full = timed(lambda: insp.inspect(frames), args.iters, sync)
-    extra = {}
+    def bare_forward() -> None:
+        with torch.inference_mode():
+            insp.backbone(x)
+
+    fns = [bare_forward, lambda: insp.inspect(frames)]
     if args.mode != "few-shot":
         mode_frames = [("mode", f) for _, f in frames]
-        with_decoder = timed(lambda: insp.inspect(mode_frames), args.iters, sync)
+        fns.append(lambda: insp.inspect(mode_frames))
+    bare, full, *rest = interleaved(fns, args.rounds, args.iters, sync)
+    extra = {}
+    if rest:
+        with_decoder = rest[0]
         extra = {
             "mode": args.mode,
             "mode_fps": args.batch / with_decoder,
@@ -92,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": str(insp.dtype),
         "input": f"{shape[0]}x{shape[1]}",
         "batch": args.batch,
+        "rounds": f"{args.rounds} x {args.iters} calls each, medians",
         "bank": insp.stations["bench"].bank.sizes,
         "bare_fps": args.batch / bare,
         "inspector_fps": args.batch / full,
@@ -109,7 +125,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--iters", type=int, default=5, help="calls per timing round")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--max-bank", type=int, default=1024)
     p.add_argument(

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from workers.backbones.efficientnet import EfficientNetLite0
-from workers.backbones.folding import EvenSameConv2d, fold_conv_bn, reference_same_conv
+from workers.backbones.folding import (
+    EvenSameConv2d,
+    fold_conv_bn,
+    keep_pointwise_on_onednn,
+    reference_same_conv,
+)
 
 
 def _randomised_bn(channels: int, seed: int) -> nn.BatchNorm2d:
@@ -75,3 +80,36 @@ def test_folded_backbone_matches_timm_with_batch_norm_statistics(tmp_path):
                 expected.append(y)
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4 * float(b.abs().max()), rtol=1e-4)
+
+
+def _conv_kernels(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """Names of the convolution kernels one forward pass on one thread runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(), torch.profiler.profile() as prof:
+            model(x)
+    finally:
+        torch.set_num_threads(threads)
+    return {e.key for e in prof.key_averages() if "conv" in e.key}
+
+
+def test_pointwise_rewrite_keeps_outputs_and_leaves_other_convolutions():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 4, 1, stride=2))
+    net = net.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        before = net(x)
+    assert "aten::_slow_conv2d_forward" in _conv_kernels(net, x)  # what the rewrite avoids
+    assert keep_pointwise_on_onednn(net) == 1  # only the 1x1 stride-1 one
+    assert [m.dilation for m in net] == [(2, 2), (1, 1), (1, 1)]
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), before, atol=0, rtol=0)
+
+
+def test_backbone_runs_no_im2col_convolution_on_one_thread():
+    backbone = EfficientNetLite0(None, stages=(2, 4, 5))
+    kernels = _conv_kernels(backbone, torch.rand(2, 3, 64, 96))
+    assert "aten::mkldnn_convolution" in kernels
+    assert "aten::_slow_conv2d_forward" not in kernels

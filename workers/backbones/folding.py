@@ -1,5 +1,6 @@
 """Inference-only rewrites of a frozen CNN that keep its outputs: batch norm folded into the
-preceding convolution, TF "same" padding of stride-2 convolutions made static.
+preceding convolution, TF "same" padding of stride-2 convolutions made static, pointwise
+convolutions kept on oneDNN.
 
 On a CPU, EfficientNet-Lite0's batch norms took 20 % of the forward pass and the per-call padding
 of its five stride-2 convolutions (a zero-filled copy of the input) another 13 %; both are pure
@@ -103,3 +104,27 @@ def _activation_of(bn: nn.Module) -> nn.Module:
     if drop is not None and not isinstance(drop, nn.Identity):
         raise ValueError(f"cannot fold a norm with dropout: {bn}")
     return act if isinstance(act, nn.Module) else nn.Identity()
+
+
+def keep_pointwise_on_onednn(model: nn.Module) -> int:
+    """Give every 1x1, stride-1 convolution a dilation of 2, which leaves its output unchanged (a
+    one-tap kernel has no gaps to dilate) and keeps it on oneDNN; returns how many changed.
+
+    PyTorch sends a 1x1 convolution to its im2col ("slow_conv2d") path instead of oneDNN when it
+    runs on one thread with a batch under 16 and no stride or dilation (ATen's ``use_mkldnn``
+    heuristic); on channels-last inputs that path first copies each input to NCHW. A CPU worker
+    runs one thread, and there EfficientNet-Lite0's forward took 18.7 ms per frame at batch 8 that
+    way and 12.2 ms on oneDNN, with identical outputs.
+    """
+    changed = 0
+    for m in model.modules():
+        if (
+            isinstance(m, nn.Conv2d)
+            and m.kernel_size == (1, 1)
+            and m.stride == (1, 1)
+            and m.dilation == (1, 1)
+            and m.padding in ((0, 0), "valid")
+        ):
+            m.dilation = (2, 2)
+            changed += 1
+    return changed
