@@ -51,7 +51,7 @@ def dashboard(tmp_path: Path):
         sync.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_page_shows_station_counts_state_and_evidence(dashboard: str) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -176,7 +176,7 @@ def test_bad_offers_are_refused_with_a_reason(live: Live, station: str, body: di
     assert resp.json()["detail"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_the_live_page_plays_the_overlay_video_in_chromium(live: Live, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -36,7 +36,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_an_operator_confirms_and_a_viewer_cannot(served: tuple[str, Store]) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -73,7 +73,7 @@ def test_an_operator_confirms_and_a_viewer_cannot(served: tuple[str, Store]) -> 
         browser.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_history_filters_pages_and_links_the_csv(served: tuple[str, Store]) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -93,7 +93,7 @@ def test_history_filters_pages_and_links_the_csv(served: tuple[str, Store]) -> N
         browser.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_the_station_page_shows_counts_chart_and_configuration(served: tuple[str, Store]) -> None:
     from playwright.sync_api import sync_playwright
 

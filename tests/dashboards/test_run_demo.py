@@ -60,7 +60,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
 def test_operator_confirms_a_demo_defect_and_a_viewer_cannot(demo: tuple[str, Path]) -> None:
     from playwright.sync_api import sync_playwright
 
