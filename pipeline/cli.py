@@ -163,7 +163,14 @@ def _worker(args, settings, stations) -> int:
     from pipeline.roles import worker_main
 
     return worker_main(
-        settings, stations, args.device, args.claim_idle_ms, args.batch_size, args.max_wait_ms, args.threads
+        settings,
+        stations,
+        args.device,
+        args.claim_idle_ms,
+        args.batch_size,
+        args.max_wait_ms,
+        args.threads,
+        args.hang_timeout,
     )
 
 
@@ -263,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch threads for a CPU worker (default: one per core; linewatch run gives each of its "
         "CPU workers one)",
+    )
+    worker.add_argument(
+        "--hang-timeout",
+        type=_positive_int,
+        default=None,
+        help="seconds a batch may stay in the model before the worker counts the device as hung and "
+        "exits for a restart (default 300)",
     )
     explain = _role_parser(sub, "explain", "LLM verdicts on flagged frames, one per defect episode", _explain)
     explain.add_argument(

@@ -20,6 +20,9 @@ from pipeline.demo_assets import ensure_demo
 
 logger = logging.getLogger(__name__)
 
+#: exit status of a worker that found a batch stuck in the model (the supervisor restarts it)
+EXIT_HUNG = 70
+
 
 def resolve(config: list[Path] | None, data_dir: Path | None) -> tuple[ServiceSettings, list[StationConfig]]:
     """Settings from the environment (``--data-dir`` wins) and the stations (the demo when none given)."""
@@ -102,11 +105,12 @@ def worker_main(
     batch_size: int = 16,
     max_wait_ms: int = 30,
     threads: int | None = None,
+    hang_timeout_s: float | None = None,
 ) -> int:
     import torch
 
     from pipeline import streams
-    from workers.inspect_worker import InspectWorker, WorkerOptions
+    from workers.inspect_worker import InspectWorker, WorkerHung, WorkerOptions
     from workers.station_loader import load_inspectors
 
     if threads is not None:
@@ -120,11 +124,19 @@ def worker_main(
     options = WorkerOptions(batch_size=batch_size, max_batch_size=most, max_wait_ms=max_wait_ms)
     if claim_idle_ms is not None:
         options = replace(options, claim_idle_ms=claim_idle_ms)
+    if hang_timeout_s is not None:
+        options = replace(options, hang_timeout_s=hang_timeout_s)
 
     async def main(stop: asyncio.Event) -> None:
         r = streams.connect(redis_url(settings), name="worker")
         await streams.reconnecting(lambda: publish_models(r, inspectors), what="station models")
-        await InspectWorker(r, inspectors, process_name("worker"), options).run(stop)
+        try:
+            await InspectWorker(r, inspectors, process_name("worker"), options).run(stop)
+        except WorkerHung as e:
+            # the stuck call holds a thread that interpreter shutdown would wait for forever
+            logger.critical("%s; exiting for a restart", e)
+            logging.shutdown()
+            os._exit(EXIT_HUNG)
         await r.aclose()
 
     return serve(main)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import keys, metrics, streams
+from pipeline import keys, metrics, problems, streams
 from pipeline.evidence import encode_heatmap
 from pipeline.messages import FrameMessage, MessageError, ResultMessage
 from workers.frames import decode_frame
@@ -20,6 +20,15 @@ from workers.inspector import InspectionResult, Inspector
 logger = logging.getLogger(__name__)
 
 UNDECODABLE = "JPEG payload does not decode"
+
+
+class WorkerHung(RuntimeError):
+    """A batch stayed in the model longer than ``hang_timeout_s``: a hung device or library call.
+
+    The call cannot be interrupted from Python, so the process must end (``linewatch worker``
+    exits at once, and the supervisor starts a fresh one); the batch's frames stay pending and
+    another worker takes them over after ``claim_idle_ms``.
+    """
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class WorkerOptions:
     results_maxlen: int = 100_000  # results are consumed by the recorder; bound memory anyway
     flagged_maxlen: int = 2_000  # flagged results carry the frame: the explainer's backlog bound
     heartbeat_ttl_s: float = 10.0
+    hang_timeout_s: float = 300.0  # a batch in the model this long means a hung device: exit
     device_decode: bool | None = None  # decode JPEGs on the inspector's device; None: on a GPU
 
 
@@ -190,7 +200,20 @@ class InspectWorker:
         return _Batch(frames, valid, asyncio.create_task(asyncio.to_thread(self._inspect, frames)))
 
     async def _finish(self, batch: _Batch) -> None:
-        results = await batch.results
+        try:
+            # shielded: on a timeout the thread cannot be stopped anyway, and the task must not be
+            # cancelled under it
+            results = await asyncio.wait_for(asyncio.shield(batch.results), self.options.hang_timeout_s)
+        except TimeoutError:
+            message = (
+                f"worker {self.name}: a batch of {len(batch.entries)} frames has been in the model for "
+                f"{self.options.hang_timeout_s:g} s (hang_timeout_s): the device or model is stuck"
+            )
+            try:  # best effort: with Redis away too, exiting matters more than reporting
+                await asyncio.wait_for(problems.report(self.r, f"hung:{self.name}", message), 5.0)
+            except Exception as e:  # any failure to report must not stop the exit
+                logger.warning("worker %s: could not report the hang: %s", self.name, e)
+            raise WorkerHung(message) from None
         rows = list(zip(batch.entries, batch.frames, results, strict=True))
         done = [(e, f, r) for e, f, r in rows if r is not None]
         for entry, _, _ in [row for row in rows if row[2] is None]:
