@@ -117,11 +117,7 @@ def worker_main(
         torch.set_num_threads(threads)
 
     inspectors = load_inspectors(stations, settings.data_dir, device or settings.device)
-    on_gpu = any(i.device.type == "cuda" for i in inspectors.values())
-    # a GPU gains from bigger batches under a backlog; a CPU does not, and each batch's activations
-    # stay reserved by the allocator (workers/memory_tuning.py), so CPU batches keep their size
-    most = 4 * batch_size if on_gpu else batch_size
-    options = WorkerOptions(batch_size=batch_size, max_batch_size=most, max_wait_ms=max_wait_ms)
+    options = WorkerOptions(batch_size=batch_size, max_wait_ms=max_wait_ms)
     if claim_idle_ms is not None:
         options = replace(options, claim_idle_ms=claim_idle_ms)
     if hang_timeout_s is not None:

@@ -34,7 +34,10 @@ class WorkerHung(RuntimeError):
 @dataclass(frozen=True)
 class WorkerOptions:
     batch_size: int = 16  # frames per inspector call, across stations, when the streams keep up
-    max_batch_size: int = 64  # the batch doubles up to this while reads come back full (a backlog)
+    # the batch doubles up to this while reads come back full (a backlog); None: 4x batch_size when
+    # an inspector is on a GPU, batch_size on a CPU (there bigger batches gain nothing, and each
+    # batch's activations stay reserved by the allocator, workers/memory_tuning.py)
+    max_batch_size: int | None = None
     max_wait_ms: int = 30  # how long a partial batch waits for more frames (latency bound)
     claim_idle_ms: int = 15_000  # pending this long on a silent consumer -> taken over
     max_deliveries: int = 5  # then the frame goes to the dead-letter stream
@@ -73,6 +76,9 @@ class InspectWorker:
         self.dead = 0
         self._last_claim = 0.0
         self.batch_size = self.options.batch_size  # adapts to the backlog, see _adapt
+        on_gpu = any(i.device.type == "cuda" for i in inspectors.values())
+        most = self.options.max_batch_size
+        self.max_batch_size = most if most is not None else self.batch_size * (4 if on_gpu else 1)
 
     async def run(self, stop: asyncio.Event) -> None:
         for stream in self.frame_streams:
@@ -123,7 +129,7 @@ class InspectWorker:
         throughput; a batch that filled less than half: halve it (down to batch_size) for latency."""
         opts = self.options
         if full_at_once:
-            self.batch_size = min(opts.max_batch_size, self.batch_size * 2)
+            self.batch_size = min(self.max_batch_size, self.batch_size * 2)
         elif got < self.batch_size // 2:
             self.batch_size = max(opts.batch_size, self.batch_size // 2)
 

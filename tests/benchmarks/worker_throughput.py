@@ -140,7 +140,8 @@ async def run_load(
         producer.start()
         producer.join()
     stop = asyncio.Event()
-    options = WorkerOptions(batch_size=min(16, batch), max_batch_size=batch, max_wait_ms=5)
+    # as linewatch worker runs: the batch grows under a backlog on a GPU (up to 4x), not on a CPU
+    options = WorkerOptions(batch_size=batch, max_wait_ms=5)
     worker = asyncio.create_task(
         InspectWorker(streams.connect(url), dict.fromkeys(stations, insp), "bench", options).run(stop)
     )
@@ -207,7 +208,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--stations", type=int, default=4, help="frame streams the frames are spread over")
     p.add_argument("--frames", type=int, default=2000, help="frames of the saturated run")
-    p.add_argument("--batch", type=int, default=32, help="largest worker batch")
+    p.add_argument("--batch", type=int, default=16, help="worker batch size (linewatch worker --batch-size)")
     p.add_argument("--loads", type=lambda t: [float(v) for v in t.split(",")], default=[0.25, 0.5, 0.8])
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each offered load")
     p.add_argument("--redis-url", default=None)

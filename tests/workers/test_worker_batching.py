@@ -21,3 +21,21 @@ def test_batch_doubles_under_backlog_and_halves_when_streams_keep_up() -> None:
         sizes.append(worker.batch_size)
     # a half-full batch keeps its size; under half halves it, never below batch_size
     assert sizes == [32, 64, 64, 64, 64, 32, 16, 16]
+
+
+class _On:
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.device = torch.device(device)
+
+
+def test_without_a_limit_a_gpu_batch_grows_to_four_times_and_a_cpu_batch_keeps_its_size() -> None:
+    def grown(device: str) -> int:
+        worker = InspectWorker(None, {"s": _On(device)}, "w", WorkerOptions(batch_size=8))  # type: ignore[arg-type, dict-item]
+        for _ in range(5):
+            worker._adapt(True, worker.batch_size)
+        return worker.batch_size
+
+    assert grown("cuda") == 32  # only the device type is read: no GPU needed
+    assert grown("cpu") == 8
