@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from workers.backbones.base import Backbone
 from workers.device_frames import decode_jpegs
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
+from workers.memory_bank import search_dtype
 from workers.memory_tuning import keep_freed_memory
 from workers.patch_features import PatchEmbedder
 from workers.regions import Region, find_regions
@@ -70,6 +71,7 @@ class Inspector:
             keep_freed_memory()
         # fp16 on GPUs halves memory traffic; CPUs have no fast fp16 path, so fp32 there
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.search_dtype = search_dtype(self.device, self.dtype)
         self.embedder = PatchEmbedder(backbone, pool).to(self.device, self.dtype).eval()
         self.backbone = backbone
         self.sigma = sigma  # in inspection-image pixels
@@ -80,7 +82,14 @@ class Inspector:
         self.stations: dict[str, StationModel] = {}
 
     def add_station(self, model: StationModel) -> None:
-        self.stations[model.station_id] = model.to(self.device, self.dtype)
+        self.stations[model.station_id] = self.place(model)
+
+    def place(self, model: StationModel) -> StationModel:
+        """``model`` on this inspector's device: weights in its dtype, the bank in its search dtype."""
+        placed = model.to(self.device, self.dtype)
+        if placed.bank is None or self.search_dtype == self.dtype:
+            return placed
+        return replace(placed, bank=placed.bank.to(self.device, self.search_dtype))
 
     def to_tensor(self, frames: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
         """Resize BGR uint8 frames to ``shape`` and stack them as RGB floats in [0, 1] on the device."""

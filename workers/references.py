@@ -139,7 +139,7 @@ def _zero_shot_model(
     """Zero-shot with references: nothing of them is in the model, so each is scored as it is, like
     a normal frame, and the threshold follows from those scores as in few-shot."""
     model = StationModel(station_id, None, _PLACEHOLDER, image_size, min_area, decoder)
-    placed = model.to(inspector.device, inspector.dtype)
+    placed = inspector.place(model)
     scores, medians = [], []
     for image in references:
         shape = inspection_shape(image.shape[:2], image_size, inspector.backbone)
@@ -216,9 +216,7 @@ def _calibrate(
     for i in held_out:
         image = references[i] if len(references) > 1 else references[0]
         held_bank = MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)])
-        tmp = StationModel("calibration", held_bank, _PLACEHOLDER, image_size, 0.0, decoder).to(
-            inspector.device, inspector.dtype
-        )
+        tmp = inspector.place(StationModel("calibration", held_bank, _PLACEHOLDER, image_size, 0.0, decoder))
         donors = [r for j, r in enumerate(references) if j != i] or [image[::-1, ::-1].copy()]
         # the held-out reference itself (normal) and the same image with synthetic defects drawn on
         views = [image] + [synthesize(image, donors, rng, kind)[0] for kind in CALIBRATION_DEFECTS]

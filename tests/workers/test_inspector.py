@@ -1,7 +1,10 @@
 """End to end through the real packaged backbone: synthetic parts, few references, defects found."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from tests.workers.conftest import make_part
 from workers.backbones import load_backbone
@@ -40,8 +43,6 @@ def test_defects_are_flagged_and_located_normals_pass(inspector):
 
 def test_results_keep_input_order_across_stations_and_sizes(inspector):
     model = inspector.stations["line-a"]
-    from dataclasses import replace
-
     inspector.add_station(replace(model, station_id="line-b"))
     items = [
         ("line-b", make_part(300, defect="hole")),
@@ -136,3 +137,23 @@ def test_gpu_decode_and_preprocessing_match_the_cpu_path(inspector):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     _device_path_matches_host_path(inspector, "cuda")
+
+
+def test_bf16_bank_search_scores_like_the_fp32_search(inspector):
+    # the same station searched in bf16 (CPUs with native bf16, workers/memory_bank.py) and in
+    # fp32: raw scores agree to well under the gap between a normal part and a defect
+    exact = Inspector(inspector.backbone, device="cpu")
+    exact.search_dtype = torch.float32
+    fast = Inspector(inspector.backbone, device="cpu")
+    fast.search_dtype = torch.bfloat16
+    model = inspector.stations["line-a"]
+    for insp in (exact, fast):
+        insp.add_station(replace(model, bank=model.bank.to("cpu", torch.float32)))
+    assert fast.stations["line-a"].bank.levels[0].dtype == torch.bfloat16
+    assert exact.stations["line-a"].bank.levels[0].dtype == torch.float32
+    items = [("line-a", make_part(400 + i)) for i in range(3)] + [("line-a", make_part(410, defect="hole"))]
+    a, b = exact.inspect(items), fast.inspect(items)
+    for x, y in zip(a, b, strict=True):
+        assert y.raw_score == pytest.approx(x.raw_score, abs=0.003)
+        assert x.flagged == y.flagged
+    assert b[3].flagged and not any(r.flagged for r in b[:3])

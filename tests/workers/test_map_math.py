@@ -7,17 +7,53 @@ import torch.nn.functional as F
 
 from workers.calibration import Calibration, calibrate
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
-from workers.memory_bank import MemoryBank, greedy_coreset, max_cosine
+from workers.memory_bank import MemoryBank, greedy_coreset, nearest_distances, search_dtype
 
 
-def test_max_cosine_matches_brute_force_across_blocks(monkeypatch):
+def test_nearest_distances_match_brute_force_across_blocks(monkeypatch):
     # tiny blocks force the chunked path through several query and bank blocks
     monkeypatch.setattr("workers.memory_bank.SEARCH_BLOCK_ELEMENTS", 64)
     gen = torch.Generator().manual_seed(0)
     q = F.normalize(torch.randn(37, 5, generator=gen), dim=1)
     bank = F.normalize(torch.randn(53, 5, generator=gen), dim=1)
-    expected = (q @ bank.T).max(dim=1).values
-    torch.testing.assert_close(max_cosine(q, bank), expected)
+    expected = 1.0 - (q @ bank.T).max(dim=1).values
+    torch.testing.assert_close(nearest_distances(q, bank), expected)
+
+
+def test_bf16_search_keeps_small_distances_precise():
+    # near neighbours (distances ~0.02-0.2) as normal patches have them: a bf16 product of the
+    # cosines themselves would round them to steps of 0.004; the shifted product keeps ~0.001
+    gen = torch.Generator().manual_seed(1)
+    bank = F.normalize(torch.randn(256, 40, generator=gen), dim=1)
+    q = F.normalize(bank[:200] + 0.1 * torch.randn(200, 40, generator=gen), dim=1)
+    exact = nearest_distances(q, bank)
+    fast = nearest_distances(q, bank.bfloat16())
+    assert fast.dtype == torch.float32
+    assert (fast - exact).abs().max().item() < 0.002
+    naive = 1.0 - (q.bfloat16() @ bank.bfloat16().T).amax(dim=1).float()
+    assert (naive - exact).abs().mean().item() > 1.5 * (fast - exact).abs().mean().item()
+
+
+def test_bf16_search_finds_exact_matches_and_the_nearest_of_several_blocks(monkeypatch):
+    # an exact match (distance 0, a product that rounds to about -2^-6) must win over every
+    # other bank row; the int16 reading of bf16 maxima must pick it across bank blocks too
+    monkeypatch.setattr("workers.memory_bank.SEARCH_BLOCK_ELEMENTS", 64)
+    gen = torch.Generator().manual_seed(2)
+    bank = F.normalize(torch.randn(40, 8, generator=gen), dim=1)
+    q = torch.cat([bank[[3, 17, 39]], F.normalize(torch.randn(5, 8, generator=gen), dim=1)])
+    exact = nearest_distances(q, bank)
+    fast = nearest_distances(q, bank.bfloat16())
+    assert fast[:3].abs().max().item() < 0.004
+    torch.testing.assert_close(fast, exact, atol=0.006, rtol=0)
+
+
+def test_search_dtype_is_bf16_only_for_fp32_on_cpus_with_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("workers.memory_bank._native_bf16", lambda: True)
+    assert search_dtype(cpu, torch.float32) == torch.bfloat16
+    assert search_dtype(torch.device("cuda"), torch.float16) == torch.float16
+    monkeypatch.setattr("workers.memory_bank._native_bf16", lambda: False)
+    assert search_dtype(cpu, torch.float32) == torch.float32
 
 
 def test_distance_map_is_one_minus_best_cosine_per_patch():
