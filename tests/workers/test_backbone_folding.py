@@ -103,13 +103,16 @@ def test_pointwise_rewrite_keeps_outputs_and_leaves_other_convolutions():
         before = net(x)
     assert "aten::_slow_conv2d_forward" in _conv_kernels(net, x)  # what the rewrite avoids
     assert keep_pointwise_on_onednn(net) == 1  # only the 1x1 stride-1 one
-    assert [m.dilation for m in net] == [(2, 2), (1, 1), (1, 1)]
+    assert [type(m).__name__ for m in net] == ["OneDnnPointwiseConv2d", "Conv2d", "Conv2d"]
     with torch.inference_mode():
         torch.testing.assert_close(net(x), before, atol=0, rtol=0)
 
 
-def test_backbone_runs_no_im2col_convolution_on_one_thread():
+@pytest.mark.parametrize("batch", [1, 2])
+def test_backbone_runs_only_onednn_convolutions_on_one_thread(batch):
+    # batch 1 is what a worker inspects when its streams keep up: there the small late layers
+    # (under 20,480 values) left oneDNN too, and a dilated rewrite ran 5x slower
     backbone = EfficientNetLite0(None, stages=(2, 4, 5))
-    kernels = _conv_kernels(backbone, torch.rand(2, 3, 64, 96))
+    kernels = _conv_kernels(backbone, torch.rand(batch, 3, 256, 320))
     assert "aten::mkldnn_convolution" in kernels
-    assert "aten::_slow_conv2d_forward" not in kernels
+    assert not {k for k in kernels if "slow_conv" in k}, kernels

@@ -106,25 +106,43 @@ def _activation_of(bn: nn.Module) -> nn.Module:
     return act if isinstance(act, nn.Module) else nn.Identity()
 
 
-def keep_pointwise_on_onednn(model: nn.Module) -> int:
-    """Give every 1x1, stride-1 convolution a dilation of 2, which leaves its output unchanged (a
-    one-tap kernel has no gaps to dilate) and keeps it on oneDNN; returns how many changed.
+class OneDnnPointwiseConv2d(nn.Conv2d):
+    """A 1x1, stride-1 convolution that always runs on oneDNN for CPU fp32 inference.
 
-    PyTorch sends a 1x1 convolution to its im2col ("slow_conv2d") path instead of oneDNN when it
-    runs on one thread with a batch under 16 and no stride or dilation (ATen's ``use_mkldnn``
-    heuristic); on channels-last inputs that path first copies each input to NCHW. A CPU worker
-    runs one thread, and there EfficientNet-Lite0's forward took 18.7 ms per frame at batch 8 that
-    way and 12.2 ms on oneDNN, with identical outputs.
+    ATen's ``use_mkldnn`` heuristic sends such a convolution elsewhere on one thread: with a batch
+    under 16 to its im2col path ("slow_conv2d", which first copies a channels-last input to NCHW),
+    and with a batch of one and a small input (under 20,480 values) to its native kernels. A CPU
+    worker runs one thread and inspects small batches when its streams keep up; EfficientNet-Lite0
+    took 18.7 ms per frame at batch 8 on im2col and 12.2 ms on oneDNN, with identical outputs.
+    (An earlier rewrite set dilation 2 on the one-tap kernel instead; at batch 1 that sent the
+    small late-stage layers to ``slow_conv_dilated2d``, 5x slower.)
     """
+
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if (
+            input.device.type == "cpu"
+            and input.dtype == torch.float32
+            and torch.backends.mkldnn.is_available()
+            and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
+        ):
+            return torch.ops.aten.mkldnn_convolution(input, weight, bias, [0, 0], [1, 1], [1, 1], self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+def keep_pointwise_on_onednn(model: nn.Module) -> int:
+    """Make every 1x1, stride-1, unpadded convolution a ``OneDnnPointwiseConv2d`` (same weights,
+    same outputs); returns how many changed."""
     changed = 0
     for m in model.modules():
         if (
-            isinstance(m, nn.Conv2d)
+            type(m) is nn.Conv2d
             and m.kernel_size == (1, 1)
             and m.stride == (1, 1)
             and m.dilation == (1, 1)
             and m.padding in ((0, 0), "valid")
         ):
-            m.dilation = (2, 2)
+            m.__class__ = OneDnnPointwiseConv2d
             changed += 1
     return changed
