@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from workers.evaluation.surface_defects import SURFACE_KINDS
 from workers.evaluation.synthetic import make_part
 from workers.evaluation.synthetic_anomalies import (
     KINDS,
@@ -73,3 +74,34 @@ def test_validation_kinds_are_unchanged_by_the_training_kinds() -> None:
         synthesize(make_part(1)[0], [make_part(2)[0]], np.random.default_rng(0), "poisson")
     with pytest.raises(ValueError, match="unknown training anomaly 'blob'"):
         synthesize_training(make_part(1)[0], [make_part(2)[0]], np.random.default_rng(0), "blob")
+
+
+@pytest.mark.parametrize("kind", SURFACE_KINDS)
+@pytest.mark.parametrize("seed", range(6))
+def test_surface_defects_change_the_image_where_the_mask_says(kind: str, seed: int) -> None:
+    image, _ = make_part(seed, size=(160, 200))
+    out, mask = synthesize(image, [image], np.random.default_rng(seed), kind, unit=150)
+    assert out.shape == image.shape and out.dtype == np.uint8 and mask.shape == image.shape[:2]
+    assert 0 < mask.mean() < 0.6
+    diff = np.abs(out.astype(int) - image.astype(int)).max(axis=2)
+    assert diff[mask].mean() > 5
+    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    far = diff[distance > 40]
+    # an uneven area's ragged soft outline may leave faint islands; nothing else changes far away
+    assert far.max(initial=0) <= (20 if kind == "uneven" else 1)
+    assert (far.mean() if far.size else 0) < 1
+
+
+def test_a_break_reaches_the_border() -> None:
+    image, _ = make_part(3, size=(160, 200))
+    for seed in range(8):
+        _, mask = synthesize(image, [image], np.random.default_rng(seed), "break", unit=150)
+        assert mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+
+
+def test_uneven_areas_are_large_and_cracks_thin() -> None:
+    image, _ = make_part(4, size=(300, 300))
+    _, area = synthesize(image, [image], np.random.default_rng(1), "uneven", unit=300)
+    _, line = synthesize(image, [image], np.random.default_rng(1), "crack", unit=300)
+    assert area.sum() > 20 * line.sum()
+    assert cv2.erode(line.astype(np.uint8), np.ones((5, 5), np.uint8)).sum() == 0

@@ -82,4 +82,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decoder", type=Path, default=None, help="decoder checkpoint from train-decoder (zero-shot/both)"
     )
+    parser.add_argument(
+        "--synthetic",
+        choices=("basic", "surface"),
+        default="basic",
+        help="validation split's defects: basic (patch, blob, line) or surface (those and uneven "
+        "areas, broken edges, cracks)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

@@ -29,7 +29,7 @@ from workers.evaluation.dataset import (
     read_mask,
 )
 from workers.evaluation.metrics import compute_metrics
-from workers.evaluation.synthetic_anomalies import synthesize
+from workers.evaluation.synthetic_anomalies import SURFACE_MIX, synthesize
 from workers.inspector import Inspector, inspection_shape
 from workers.references import (
     DEFAULT_BANK_SIZE,
@@ -62,6 +62,7 @@ class EvalSettings:
     seed: int = 0
     mode: str = "few-shot"
     decoder: Path | None = None
+    synthetic: str = "basic"  # validation defects: "basic" (patch, blob, line) or "surface" (SURFACE_MIX)
 
 
 def evaluate_draw(
@@ -93,7 +94,11 @@ def evaluate_draw(
     inspector.add_station(model)
     model = inspector.stations["eval"]
     scores, labels, maps, masks = [], [], [], []
-    samples = test_samples(cat) if cfg.split == "test" else validation_samples(cat, refs, cfg.seed)
+    samples = (
+        test_samples(cat)
+        if cfg.split == "test"
+        else validation_samples(cat, refs, cfg.seed, mix=cfg.synthetic)
+    )
     for image, label, mask in tqdm(
         samples, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
     ):
@@ -123,10 +128,13 @@ VALIDATION_SIZE = 100
 
 
 def validation_samples(
-    cat: Category, refs: list[Path], seed: int, size: int = VALIDATION_SIZE
+    cat: Category, refs: list[Path], seed: int, size: int = VALIDATION_SIZE, mix: str = "basic"
 ) -> list[tuple[np.ndarray, int, MaskFn]]:
     """A split without test labels: normal training images that are not references, and synthetic
-    anomalies on further ones (patches of other normal images blended in, blobs, lines)."""
+    anomalies on further ones (patches of other normal images blended in, blobs, lines; with
+    ``mix="surface"`` also uneven areas, broken edges and cracks, one kind each, evenly drawn)."""
+    if mix not in ("basic", "surface"):
+        raise DatasetError(f"unknown synthetic defect mix {mix!r}; known: basic, surface")
     rest = [p for p in cat.train_good if p not in set(refs)]
     size = min(size, len(rest) // 2)
     if size < 2:
@@ -144,7 +152,8 @@ def validation_samples(
     # one size unit for the whole split (the median shorter side): crops of one camera keep its scale
     unit = float(np.median([min(img.shape[:2]) for img in base_images]))
     for img in base_images:
-        bad, mask = synthesize(img, donors, rng, unit=unit)
+        kind = str(rng.choice(SURFACE_MIX)) if mix == "surface" else None
+        bad, mask = synthesize(img, donors, rng, kind, unit=unit)
         out.append((bad, 1, partial(_resized_mask, mask)))
     return out
 
@@ -247,6 +256,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             split=args.split,
             mode=args.mode,
             decoder=args.decoder,
+            synthetic=args.synthetic,
         )
         ks = args.k or ([0] if args.mode == "zero-shot" else [1, 4])
         if 0 in ks and args.mode != "zero-shot":

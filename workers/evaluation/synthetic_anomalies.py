@@ -14,7 +14,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from workers.evaluation.surface_defects import SURFACE_KINDS, draw_surface_defect
+
 KINDS = ("patch", "blob", "line")
+#: the validation split's "surface" mix: the three kinds above and the surface defects of
+#: workers/evaluation/surface_defects.py (uneven areas, broken edges, cracks)
+SURFACE_MIX = KINDS + SURFACE_KINDS
 
 
 def synthesize(
@@ -43,6 +48,8 @@ def _draw(
     image: np.ndarray, donors: Sequence[np.ndarray], rng: np.random.Generator, kind: str, unit: float
 ) -> tuple[np.ndarray, np.ndarray]:
     h, w = image.shape[:2]
+    if kind in SURFACE_KINDS:
+        return draw_surface_defect(image, rng, kind, unit)
     if kind == "patch":
         layer, alpha = _patch(image, donors[int(rng.integers(len(donors)))], rng, unit)
     elif kind == "blob":
