@@ -107,7 +107,7 @@ def crack(image: np.ndarray, rng: np.random.Generator, unit: float) -> tuple[np.
     alpha = np.zeros((h, w), np.float32)
     start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
     heading = rng.uniform(0, 2 * np.pi)
-    paths = [(start, heading, unit * rng.uniform(0.2, 0.6))]
+    paths: list[tuple[np.ndarray | None, float, float]] = [(start, heading, unit * rng.uniform(0.2, 0.6))]
     if rng.random() < 0.5:  # one branch from somewhere along the way
         paths.append(
             (None, heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0), unit * rng.uniform(0.08, 0.25))
