@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from workers.backbones.base import Backbone
 from workers.calibration import Calibration, calibrate
 from workers.errors import ReferenceImagesError
 from workers.evaluation.synthetic_anomalies import synthesize
@@ -52,9 +53,30 @@ def read_images(paths: Sequence[Path]) -> list[np.ndarray]:
     return images
 
 
-#: coreset size per level: on Magnetic-Tile (k = 4) 1,024 scored as well as 4,096 (image AUROC
-#: 0.813 vs 0.811) and the search then costs a fraction of the CPU backbone (docs/benchmarks.md)
+#: coreset size per level (half at fine levels, ``bank_sizes``): on Magnetic-Tile (k = 4) 1,024
+#: scored as well as 4,096 (image AUROC 0.813 vs 0.811) and the search then costs a fraction of
+#: the CPU backbone (docs/benchmarks.md)
 DEFAULT_BANK_SIZE = 1024
+#: levels at this stride or finer get half the coreset: a CNN's stride-8 level has 4x the patches
+#: per frame of its stride-16 one (and a third of its channels), so its search is the largest part
+#: of the Inspector's cost beyond the backbone; on Magnetic-Tile's validation splits 512 scored as
+#: 1,024 did at k = 4 and 16 (docs/benchmarks.md)
+FINE_STRIDE = 8
+
+
+def bank_sizes(backbone: Backbone, size: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Coreset size per level: ``size`` for each (half of it at levels of stride ``FINE_STRIDE`` or
+    finer), or the given per-level sizes; None keeps every patch."""
+    if size is None:
+        return None
+    if isinstance(size, Sequence):
+        if len(size) != len(backbone.levels):
+            raise ValueError(f"{len(size)} bank sizes for {len(backbone.levels)} levels of {backbone.spec}")
+        return tuple(size)
+    strides = backbone.level_strides or (0,) * len(backbone.levels)
+    return tuple(size // 2 if 0 < s <= FINE_STRIDE else size for s in strides)
+
+
 #: reference views at these scales cover parts seen a little nearer or farther than the references
 DEFAULT_SCALES = (0.75, 1.0, 1.33)
 #: exposure-bracketed views (intensity gains) of the camera-scale views cover a part lit a little
@@ -85,7 +107,7 @@ def build_station_model(
     min_area: float,
     augment: bool = True,
     scales: Sequence[float] = DEFAULT_SCALES,
-    max_bank: int | None = DEFAULT_BANK_SIZE,
+    max_bank: int | Sequence[int] | None = DEFAULT_BANK_SIZE,
     decoder: ZeroShotDecoder | None = None,
     bank: bool = True,
     exposures: Sequence[float] = DEFAULT_EXPOSURES,
@@ -115,7 +137,8 @@ def build_station_model(
             per_ref = [per_ref[0] + _embed_views(inspector, references[0], image_size, True, (1.0,))[1:]]
         owners = list(range(len(per_ref[0])))
         held_out = [0]
-    memory, bank_owners = _bank([v for ref in per_ref for v in ref], owners, max_bank)
+    sizes = bank_sizes(inspector.backbone, max_bank)
+    memory, bank_owners = _bank([v for ref in per_ref for v in ref], owners, sizes)
     calibration = _calibrate(inspector, references, memory, bank_owners, held_out, image_size, decoder)
     logger.info(
         "station %s: bank %s patches from %d references%s, threshold %.4f",
@@ -181,15 +204,15 @@ def _embed_views(
 
 
 def _bank(
-    view_patches: list[Patches], owners: list[int], max_bank: int | None
+    view_patches: list[Patches], owners: list[int], sizes: Sequence[int] | None
 ) -> tuple[MemoryBank, list[torch.Tensor]]:
     """The (coreset-reduced) bank and, per level, which owner each kept patch came from."""
     levels, level_owners = [], []
     for lv in range(len(view_patches[0])):
         patches = torch.cat([v[lv] for v in view_patches])
         own = torch.cat([torch.full((v[lv].shape[0],), o) for v, o in zip(view_patches, owners, strict=True)])
-        if max_bank is not None and patches.shape[0] > max_bank:
-            keep = greedy_coreset(patches, max_bank)
+        if sizes is not None and patches.shape[0] > sizes[lv]:
+            keep = greedy_coreset(patches, sizes[lv])
             patches, own = patches[keep], own[keep]
         levels.append(patches)
         level_owners.append(own)

@@ -49,6 +49,7 @@ def bank_settings(station: StationConfig, decoder_id: dict | None = None) -> dic
         "scales": list(DEFAULT_SCALES),
         "exposures": list(DEFAULT_EXPOSURES) if station.references.augment else [],
         "max_bank": DEFAULT_BANK_SIZE,
+        "fine_levels": "half-bank",  # stride-8 levels: half the coreset (references.bank_sizes)
         "min_area": station.regions.min_area,
         # how references are prepared and the threshold derived: a change rebuilds cached banks
         "preparation": "full-size-jpeg",

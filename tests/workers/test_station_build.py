@@ -1,5 +1,7 @@
 """Building station models from references: calibration, one-reference case, persistence and invalidation."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ from workers import bank_store
 from workers.backbones import load_backbone
 from workers.errors import ReferenceImagesError
 from workers.inspector import Inspector
-from workers.references import build_station_model, exposed, list_reference_files, read_images
+from workers.references import bank_sizes, build_station_model, exposed, list_reference_files, read_images
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,35 @@ def test_leave_one_out_scores_each_reference_and_threshold_is_their_max(inspecto
         assert res.raw_score < min(scores)
 
 
-def test_coreset_caps_bank_size(inspector):
+def test_coreset_caps_bank_size_with_half_at_the_fine_level(inspector):
+    # the packaged backbone's levels have strides 8, 16, 32: the stride-8 one gets half
     refs = [make_part(s) for s in range(2)]
     model = build_station_model(inspector, "small", refs, image_size=128, min_area=0.0, max_bank=50)
-    assert all(n == 50 for n in model.bank.sizes)
+    assert model.bank.sizes == [25, 50, 50]
+    per_level = build_station_model(
+        inspector, "small", refs, image_size=128, min_area=0.0, max_bank=(40, 30, 20)
+    )
+    assert per_level.bank.sizes == [40, 30, 20]
+
+
+@pytest.mark.parametrize(
+    ("strides", "size", "expected"),
+    [
+        ((8, 16, 32), 1024, (512, 1024, 1024)),
+        ((4, 8, 16), 100, (50, 50, 100)),
+        ((), 1024, (1024, 1024, 1024)),  # a ViT: every level on one grid
+        ((8, 16, 32), None, None),
+    ],
+)
+def test_bank_sizes_halve_levels_of_stride_8_or_finer(strides, size, expected):
+    backbone = SimpleNamespace(levels=("a", "b", "c"), level_strides=strides, spec="test")
+    assert bank_sizes(backbone, size) == expected  # type: ignore[arg-type]
+
+
+def test_bank_sizes_refuse_a_list_of_the_wrong_length():
+    backbone = SimpleNamespace(levels=("a", "b", "c"), level_strides=(), spec="test")
+    with pytest.raises(ValueError, match="2 bank sizes for 3 levels"):
+        bank_sizes(backbone, [10, 20])  # type: ignore[arg-type]
 
 
 def test_exposed_scales_intensity_and_saturates():

@@ -17,6 +17,8 @@ class Backbone(nn.Module):
     spec: str = ""
     #: names of the tapped levels, in the order ``forward`` returns them
     levels: tuple[str, ...] = ()
+    #: total stride of each level where they differ (CNNs); empty where all share one grid (ViTs)
+    level_strides: tuple[int, ...] = ()
     #: the input size the encoder was trained at (square side in pixels)
     default_size: int = 224
     #: H and W must be multiples of this (patch size for ViTs, total stride for CNNs)

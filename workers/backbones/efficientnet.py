@@ -73,6 +73,7 @@ class EfficientNetLite0(Backbone):
         self.blocks = parts.blocks[: max(stages) + 1]
         self.stages = tuple(sorted(stages))
         self.levels = tuple(f"stage{s}/stride{STAGE_STRIDES[s]}" for s in self.stages)
+        self.level_strides = tuple(STAGE_STRIDES[s] for s in self.stages)
         self.spec = "packaged:efficientnet-lite0"
         # NHWC: oneDNN's depthwise and pointwise kernels run 1.5x faster on it than on NCHW (CPU)
         self.eval().requires_grad_(False).to(memory_format=torch.channels_last)

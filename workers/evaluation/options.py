@@ -58,7 +58,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="exposure gains of extra reference views, e.g. 0.5,2 (default), or none",
     )
-    parser.add_argument("--max-bank", type=int, default=1024, help="coreset size per level")
+    parser.add_argument(
+        "--max-bank",
+        type=_int_list,
+        default=[1024],
+        help="coreset size per level: one for every level, or one per level (e.g. 512,1024,1024)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--self-reference",

@@ -57,7 +57,7 @@ class EvalSettings:
     self_reference: float = 0.0
     scales: tuple[float, ...] = DEFAULT_SCALES
     exposures: tuple[float, ...] = DEFAULT_EXPOSURES
-    max_bank: int = DEFAULT_BANK_SIZE
+    max_bank: int | tuple[int, ...] = DEFAULT_BANK_SIZE
     split: str = "test"
     seed: int = 0
     mode: str = "few-shot"
@@ -252,7 +252,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             self_reference=args.self_reference,
             scales=tuple(args.scales or DEFAULT_SCALES),
             exposures=tuple(DEFAULT_EXPOSURES if args.exposures is None else args.exposures),
-            max_bank=args.max_bank,
+            max_bank=args.max_bank[0] if len(args.max_bank) == 1 else tuple(args.max_bank),
             split=args.split,
             mode=args.mode,
             decoder=args.decoder,
