@@ -3,6 +3,9 @@
     python -m tests.benchmarks.inspector_throughput                       # CPU, packaged backbone
     python -m tests.benchmarks.inspector_throughput --random-open-clip ViT-L-14-336 --device cuda
 
+    # per-frame cost of the Inspector at each batch size (a worker whose streams keep up runs small ones)
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.inspector_throughput --batch-sweep 1,2,4,8,16
+
     # issue 4's cost check: zero-shot decoder on top of few-shot, batch 32, ViT-L-14-336 fp16 (GPU)
     python -m tests.benchmarks.inspector_throughput --random-open-clip ViT-L-14-336 --device cuda \
         --batch 32 --mode both
@@ -57,6 +60,17 @@ def interleaved(fns: list, rounds: int, iters: int, sync) -> list[float]:
     return [float(np.median(t)) for t in per_round]
 
 
+def batch_sweep(insp: Inspector, shape: tuple[int, int], sizes: list[int], rng: np.random.Generator) -> dict:
+    """Milliseconds per frame of ``Inspector.inspect`` at each batch size (medians of 5 rounds)."""
+    frames = [("bench", rng.integers(0, 255, (*shape, 3), dtype=np.uint8)) for _ in range(max(sizes))]
+    out = {}
+    for b in sizes:
+        items = frames[:b]
+        (per_call,) = interleaved([lambda items=items: insp.inspect(items)], 5, max(2, 32 // b), lambda: None)
+        out[str(b)] = round(per_call / b * 1000, 2)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     backbone = (
         random_open_clip(args.random_open_clip) if args.random_open_clip else load_backbone(args.backbone)
@@ -77,6 +91,14 @@ def run(args: argparse.Namespace) -> dict:
             few, station_id="mode", decoder=decoder, bank=few.bank if args.mode == "both" else None
         )
         insp.add_station(mode)
+    if args.batch_sweep:
+        return {
+            "backbone": backbone.spec,
+            "device": str(insp.device),
+            "threads": torch.get_num_threads(),
+            "ms_per_frame_by_batch": batch_sweep(insp, shape, args.batch_sweep, rng),
+            "machine": machine.describe(),
+        }
     frames = [("bench", rng.integers(0, 255, (*shape, 3), dtype=np.uint8)) for _ in range(args.batch)]
     x = insp.to_tensor([f for _, f in frames], shape)
 
@@ -132,8 +154,16 @@ def main() -> None:
     p.add_argument(
         "--mode", choices=("few-shot", "zero-shot", "both"), default="few-shot", help="also time this mode"
     )
+    p.add_argument(
+        "--batch-sweep",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=None,
+        help="instead: ms per frame of the Inspector at these batch sizes, e.g. 1,2,4,8,16",
+    )
     r = run(p.parse_args())
     print(json.dumps(r, indent=2))
+    if "ms_per_frame_by_batch" in r:
+        return
     print(
         f"Inspector {r['inspector_fps']:.1f} frames/s vs bare backbone {r['bare_fps']:.1f} img/s: "
         f"ratio {r['ratio']:.2f}"
