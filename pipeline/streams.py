@@ -12,8 +12,8 @@ from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import redis.exceptions as rex
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry  # the asyncio twin: a sync Retry is converted with a warning
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
 from pipeline import keys, metrics
 
