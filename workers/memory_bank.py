@@ -91,8 +91,9 @@ def _row_max(products: torch.Tensor) -> torch.Tensor:
 
 def search_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     """The dtype bank searches run in: bf16 on CPUs with native bf16 dot products (AVX512-BF16,
-    AMX), where it is 1.6x faster than fp32 (distances within about 0.001, docs/benchmarks.md);
-    else the inspector's own dtype (fp16 on GPUs, fp32 on other CPUs, where bf16 is emulated)."""
+    AMX), where the search takes half the time of fp32 (distances within about 0.001,
+    docs/benchmarks.md); else the inspector's own dtype (fp16 on GPUs, fp32 on other CPUs, where
+    bf16 is emulated)."""
     if device.type == "cpu" and dtype == torch.float32 and _native_bf16():
         return torch.bfloat16
     return dtype
