@@ -66,7 +66,9 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor
     """
     q_count, n = queries.shape[0], bank.shape[0]
     dtype = bank.dtype
-    q_aug = torch.cat([queries.to(dtype), queries.new_full((q_count, 1), -1.0 - _SHIFT, dtype=dtype)], 1)
+    q_aug = queries.new_empty((q_count, queries.shape[1] + 1), dtype=dtype)  # one copy, cast in place
+    q_aug[:, :-1] = queries
+    q_aug[:, -1] = -1.0 - _SHIFT
     bank_t = torch.cat([bank, bank.new_ones((n, 1))], dim=1).T
     bank_step = max(1, min(n, SEARCH_BLOCK_ELEMENTS // max(1, min(q_count, 4096))))
     q_step = max(1, SEARCH_BLOCK_ELEMENTS // bank_step)
