@@ -94,4 +94,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation split's defects: basic (patch, blob, line) or surface (those and uneven "
         "areas, broken edges, cracks)",
     )
+    parser.add_argument(
+        "--by-type",
+        action="store_true",
+        help="also print image and pixel AUROC per defect type (always in --json)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write k -> metric -> {mean, std}")

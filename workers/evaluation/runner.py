@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,8 +29,8 @@ from workers.evaluation.dataset import (
     load_category,
     read_mask,
 )
-from workers.evaluation.metrics import compute_metrics
-from workers.evaluation.synthetic_anomalies import SURFACE_MIX, synthesize
+from workers.evaluation.metrics import auroc, compute_metrics
+from workers.evaluation.synthetic_anomalies import KINDS, SURFACE_MIX, synthesize
 from workers.inspector import Inspector, inspection_shape
 from workers.references import (
     DEFAULT_BANK_SIZE,
@@ -71,8 +72,9 @@ def evaluate_draw(
     refs: list[Path],
     cfg: EvalSettings,
     decoder: ZeroShotDecoder | None = None,
-) -> dict[str, float]:
-    """All metrics for one category and one draw of references (none: zero-shot from text alone)."""
+) -> dict[str, float | dict[str, dict[str, float]]]:
+    """All metrics for one category and one draw of references (none: zero-shot from text alone),
+    and under ``"per_type"`` image and pixel AUROC of each defect type against the normal images."""
     if not refs:
         if decoder is None:
             raise DatasetError("k = 0 (no references) needs --mode zero-shot")
@@ -93,13 +95,13 @@ def evaluate_draw(
         )
     inspector.add_station(model)
     model = inspector.stations["eval"]
-    scores, labels, maps, masks = [], [], [], []
+    scores, labels, maps, masks, types = [], [], [], [], []
     samples = (
         test_samples(cat)
         if cfg.split == "test"
         else validation_samples(cat, refs, cfg.seed, mix=cfg.synthetic)
     )
-    for image, label, mask in tqdm(
+    for image, label, mask, defect_type in tqdm(
         samples, desc=f"{cat.name} k={len(refs)}", leave=False, file=sys.stderr, mininterval=5
     ):
         shape = inspection_shape(image.shape[:2], cfg.image_size, inspector.backbone)
@@ -108,19 +110,52 @@ def evaluate_draw(
         labels.append(label)
         maps.append(m.astype(np.float32))
         masks.append(mask(shape))
+        types.append(defect_type)
     metrics = compute_metrics(scores, labels, maps, masks, threshold=model.calibration.threshold)
-    return {m: float(getattr(metrics, m)) for m in METRICS}
+    row: dict[str, float | dict[str, dict[str, float]]] = {m: float(getattr(metrics, m)) for m in METRICS}
+    row["per_type"] = per_type_metrics(scores, labels, maps, masks, types)
+    return row
+
+
+#: metrics reported per defect type (each type's images against all normal ones)
+TYPE_METRICS = ("image_auroc", "pixel_auroc")
+
+
+def per_type_metrics(
+    scores: list[float],
+    labels: list[int],
+    maps: list[np.ndarray],
+    masks: list[np.ndarray],
+    types: list[str],
+) -> dict[str, dict[str, float]]:
+    """Per defect type: image AUROC of its images against the normal images, and pixel AUROC over
+    the pixels of both. Shows which kind of defect a setup misses; the overall pixel AUROC is
+    weighted by defect area, so large defects dominate it."""
+    normal = [i for i, label in enumerate(labels) if label == 0]
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({t for t, label in zip(types, labels, strict=True) if label == 1}):
+        idx = normal + [i for i, t in enumerate(types) if t == name and labels[i] == 1]
+        pixels = np.concatenate([maps[i].ravel() for i in idx])
+        truth = np.concatenate([masks[i].ravel() for i in idx])
+        out[name] = {
+            "image_auroc": auroc([scores[i] for i in idx], [labels[i] for i in idx]) if normal else math.nan,
+            "pixel_auroc": auroc(pixels, truth) if truth.any() and not truth.all() else math.nan,
+            "images": float(len(idx) - len(normal)),
+        }
+    return out
 
 
 MaskFn = Callable[[tuple[int, int]], np.ndarray]
+#: (image, label, mask at a given shape, defect type: "good" for normal images)
+EvalSample = tuple[np.ndarray, int, MaskFn, str]
 
 
-def test_samples(cat: Category) -> Iterator[tuple[np.ndarray, int, MaskFn]]:
-    """The labelled test set: (image, label, mask at a given shape), read lazily."""
+def test_samples(cat: Category) -> Iterator[EvalSample]:
+    """The labelled test set, read lazily."""
     for sample in cat.test:
         image = read_images([sample.path])[0]
         path = sample.mask_path
-        yield image, sample.label, (partial(read_mask, path) if path else _empty)
+        yield image, sample.label, (partial(read_mask, path) if path else _empty), sample.defect_type
 
 
 #: normal images (and as many synthetic anomalies) in the validation split
@@ -129,7 +164,7 @@ VALIDATION_SIZE = 100
 
 def validation_samples(
     cat: Category, refs: list[Path], seed: int, size: int = VALIDATION_SIZE, mix: str = "basic"
-) -> list[tuple[np.ndarray, int, MaskFn]]:
+) -> list[EvalSample]:
     """A split without test labels: normal training images that are not references, and synthetic
     anomalies on further ones (patches of other normal images blended in, blobs, lines; with
     ``mix="surface"`` also uneven areas, broken edges and cracks, one kind each, evenly drawn)."""
@@ -147,14 +182,15 @@ def validation_samples(
     bases = [rest[i] for i in order[size : 2 * size]]
     donors = read_images([rest[i] for i in order[2 * size : 2 * size + 20]] or refs or bases[:1])
     rng = np.random.default_rng(2000 + seed)
-    out: list[tuple[np.ndarray, int, MaskFn]] = [(img, 0, _empty) for img in read_images(normal)]
+    out: list[EvalSample] = [(img, 0, _empty, "good") for img in read_images(normal)]
     base_images = read_images(bases)
     # one size unit for the whole split (the median shorter side): crops of one camera keep its scale
     unit = float(np.median([min(img.shape[:2]) for img in base_images]))
     for img in base_images:
-        kind = str(rng.choice(SURFACE_MIX)) if mix == "surface" else None
+        # drawn here as synthesize would draw it, so the split is the same as without the name
+        kind = str(rng.choice(SURFACE_MIX if mix == "surface" else KINDS))
         bad, mask = synthesize(img, donors, rng, kind, unit=unit)
-        out.append((bad, 1, partial(_resized_mask, mask)))
+        out.append((bad, 1, partial(_resized_mask, mask), kind))
     return out
 
 
@@ -169,10 +205,11 @@ def _resized_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: EvalSettings) -> dict:
-    """results[k][category][metric] = list over seeds."""
+    """results[k][category][metric] = list over seeds, and results[k][category]["per_type"][defect
+    type][metric] likewise for TYPE_METRICS."""
     backbone = load_backbone(cfg.backbone)
     inspector = Inspector(backbone, device=cfg.device, self_reference=cfg.self_reference)
-    results: dict[int, dict[str, dict[str, list[float]]]] = {}
+    results: dict[int, dict[str, dict[str, Any]]] = {}
     for name in categories:
         cat = load_category(root, name)
         decoder = category_decoder(inspector, name, cfg)
@@ -185,12 +222,16 @@ def evaluate(root: Path, categories: list[str], ks: list[int], seeds: int, cfg: 
                 row = evaluate_draw(inspector, cat, refs, cfg, decoder)
                 for m in METRICS:
                     per[m].append(row[m])
+                by_type = per.setdefault("per_type", {})
+                for defect_type, values in row["per_type"].items():
+                    for m, v in values.items():
+                        by_type.setdefault(defect_type, {}).setdefault(m, []).append(v)
                 logger.info(
                     "%s k=%d seed=%d %s (%.0fs)",
                     name,
                     k,
                     seed,
-                    " ".join(f"{m}={v:.3f}" for m, v in row.items()),
+                    " ".join(f"{m}={row[m]:.3f}" for m in METRICS),
                     time.perf_counter() - t0,
                 )
     return results
@@ -214,7 +255,13 @@ def summarize(results: dict) -> dict:
     for k, cats in results.items():
         overall = {m: np.mean([cats[c][m] for c in cats], axis=0) for m in METRICS}
         entry: dict = {m: _mean_std(overall[m]) for m in METRICS}
-        entry["per_category"] = {c: {m: _mean_std(cats[c][m]) for m in METRICS} for c in cats}
+        entry["per_category"] = {}
+        for c in cats:
+            entry["per_category"][c] = {m: _mean_std(cats[c][m]) for m in METRICS}
+            entry["per_category"][c]["per_type"] = {
+                t: {m: _mean_std(v) for m, v in metrics.items()}
+                for t, metrics in cats[c].get("per_type", {}).items()
+            }
         out[str(k)] = entry
     return out
 
@@ -224,7 +271,7 @@ def _mean_std(values: list[float] | np.ndarray) -> dict[str, float]:
     return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a))}
 
 
-def markdown_table(summary: dict, seeds: int, mode: str = "few-shot") -> str:
+def markdown_table(summary: dict, seeds: int, mode: str = "few-shot", by_type: bool = False) -> str:
     header = "| category | k | image AUROC | pixel AUROC | AUPRO | F1-max | accuracy |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for k, entry in summary.items():
@@ -238,7 +285,23 @@ def markdown_table(summary: dict, seeds: int, mode: str = "few-shot") -> str:
     if "0" in summary:
         note += " (k = 0: no references, threshold P(abnormal) = 0.5)"
     lines.append(note)
+    if by_type:
+        lines += ["", *type_table(summary)]
     return "\n".join(lines)
+
+
+def type_table(summary: dict) -> list[str]:
+    """Image and pixel AUROC per defect type (its images against every normal image)."""
+    lines = [
+        "| category | k | defect type | images | image AUROC | pixel AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, entry in summary.items():
+        for cat, vals in entry["per_category"].items():
+            for t, m in vals.get("per_type", {}).items():
+                cells = " | ".join(f"{m[name]['mean']:.3f} ± {m[name]['std']:.3f}" for name in TYPE_METRICS)
+                lines.append(f"| {cat} | {k} | {t} | {m['images']['mean']:.0f} | {cells} |")
+    return lines
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -266,7 +329,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     except WorkerError as e:
         print(f"linewatch eval: {e}", file=sys.stderr)
         return 2
-    print(markdown_table(summary, args.seeds, args.mode))
+    print(markdown_table(summary, args.seeds, args.mode, by_type=args.by_type))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
