@@ -72,7 +72,7 @@ def evaluate_draw(
     refs: list[Path],
     cfg: EvalSettings,
     decoder: ZeroShotDecoder | None = None,
-) -> dict[str, float | dict[str, dict[str, float]]]:
+) -> dict[str, Any]:
     """All metrics for one category and one draw of references (none: zero-shot from text alone),
     and under ``"per_type"`` image and pixel AUROC of each defect type against the normal images."""
     if not refs:
@@ -112,7 +112,7 @@ def evaluate_draw(
         masks.append(mask(shape))
         types.append(defect_type)
     metrics = compute_metrics(scores, labels, maps, masks, threshold=model.calibration.threshold)
-    row: dict[str, float | dict[str, dict[str, float]]] = {m: float(getattr(metrics, m)) for m in METRICS}
+    row: dict[str, Any] = {m: float(getattr(metrics, m)) for m in METRICS}
     row["per_type"] = per_type_metrics(scores, labels, maps, masks, types)
     return row
 
