@@ -232,6 +232,19 @@ class StationCapture:
                 return
             yield item
 
+    def ready(self, limit: int) -> list[FrameMessage]:
+        """Up to ``limit`` frames already queued, without waiting: a consumer that fell behind takes
+        them with the one ``frames()`` gave it and sends them together. The end marker stays queued,
+        so ``frames()`` still ends after them."""
+        items: list[FrameMessage] = []
+        while len(items) < limit and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                self._queue.put_nowait(None)  # room: one item just left
+                break
+            items.append(item)
+        return items
+
     def _offer_latest(self, item: FrameMessage) -> None:
         """Queue a live frame, dropping the oldest queued one when the consumer is behind."""
         if self._closed:

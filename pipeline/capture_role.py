@@ -26,6 +26,7 @@ class CaptureRoleOptions:
     # enough that the originals of flagged frames are still in capture's buffer when flags come
     recorded_backlog: int = 48
     trim_every: int = 50  # frames between trims of entries every worker has acknowledged
+    publish_batch: int = 8  # at most this many queued frames go to Redis in one round trip
     state_ttl_s: int = 30  # a station whose capture died shows as offline after this
 
 
@@ -64,17 +65,20 @@ class StationPublisher:
 
         await streams.reconnecting(write, what=key)
 
-    async def publish_frame(self, msg: FrameMessage, live: bool) -> None:
+    async def publish_frames(self, msgs: list[FrameMessage], live: bool) -> None:
+        """The frames, in order, and the last one's seq, in one round trip."""
+
         async def write() -> None:
             async with self.r.pipeline(transaction=False) as pipe:
-                fields: Any = msg.to_fields()
-                pipe.xadd(
-                    self.frames,
-                    fields,
-                    maxlen=self.options.live_maxlen if live else None,
-                    approximate=True,
-                )
-                pipe.set(keys.last_seq(msg.station_id), msg.seq)
+                for msg in msgs:
+                    fields: Any = msg.to_fields()
+                    pipe.xadd(
+                        self.frames,
+                        fields,
+                        maxlen=self.options.live_maxlen if live else None,
+                        approximate=True,
+                    )
+                pipe.set(keys.last_seq(msgs[-1].station_id), msgs[-1].seq)
                 await pipe.execute()
 
         await streams.reconnecting(write, what=self.frames)
@@ -133,14 +137,19 @@ class StationPublisher:
     async def publish_all(self, capture: StationCapture) -> int:
         """Every frame of the capture into the stream; returns how many once the source ends."""
         live = capture.source.live
-        count = 0
+        count = checked = trimmed = 0
         async with capture:
             async for frame in capture.frames():
-                if not live and count % 10 == 0:
+                if not live and (count == 0 or count - checked >= 10):
+                    checked = count
                     await self.wait_for_workers()
-                await self.publish_frame(frame, live)
-                count += 1
-                if count % self.options.trim_every == 0:
+                # frames that queued up while the last write was out go in one round trip: when
+                # capture falls behind, its per-frame cost falls instead of its lag growing
+                batch = [frame, *capture.ready(self.options.publish_batch - 1)]
+                await self.publish_frames(batch, live)
+                count += len(batch)
+                if count - trimmed >= self.options.trim_every:
+                    trimmed = count
                     await streams.reconnecting(
                         lambda: streams.trim_acknowledged(self.r, self.frames),
                         what=self.frames,

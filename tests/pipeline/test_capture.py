@@ -168,6 +168,21 @@ async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
     assert capture.next_seq == 100 + count
 
 
+async def test_a_consumer_behind_takes_the_queued_frames_at_once_and_loses_none(tmp_path: Path) -> None:
+    count = 11
+    source = make_source(str(write_images(tmp_path / "frames", count)))
+    capture = StationCapture("s", source, fps=120, options=CaptureOptions(queue_size=4))
+    batches: list[list[FrameMessage]] = []
+    async with capture:
+        async for frame in capture.frames():
+            await asyncio.sleep(0.1)  # behind: the reader fills the queue meanwhile
+            batches.append([frame, *capture.ready(3)])
+    assert [marker(f.jpeg) for batch in batches for f in batch] == list(range(count))
+    assert max(len(batch) for batch in batches) == 4  # the one waited for and 3 more, never above
+    assert len(batches) < count  # queued frames did travel together
+    assert capture.ready(3) == []  # the end marker stayed queued and ended frames()
+
+
 async def test_frames_are_sent_at_the_inspection_size_and_originals_kept(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", 3, size=(120, 160))
     source = make_source(str(video))
