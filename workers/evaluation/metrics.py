@@ -56,25 +56,38 @@ def _sorted_by_class(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[np.n
     return neg, pos
 
 
-def auroc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+def auroc(scores: npt.ArrayLike, labels: npt.ArrayLike, sorted_negatives: np.ndarray | None = None) -> float:
     """Area under the ROC curve, exact, with ties counted as half (Mann-Whitney U, average ranks).
 
     Positive and negative scores are sorted separately and each positive is located among the
     negatives by binary search, so no argsort of the whole array is needed. Extra memory: one copy
     of the scores (n x itemsize, e.g. 200 MB for 50M float32), a few n-byte boolean temporaries
     for validation and 16 MiB of chunk temporaries. Raises ValueError with only one class present.
+
+    ``sorted_negatives`` (ascending) are further negative scores counted with those of ``scores``:
+    many comparisons against one shared background (e.g. every normal image's pixels) sort it once.
     """
     neg, pos = _sorted_by_class(scores, labels)
-    if neg.size == 0 or pos.size == 0:
-        raise ValueError(f"AUROC needs both classes; got {pos.size} positive, {neg.size} negative")
-    # searchsorted 'left' counts negatives strictly below a positive, 'right' counts those <= it;
-    # their sum is 2 per won pair and 1 per tied pair, i.e. twice U. Python ints cannot overflow.
+    shared = np.empty(0, neg.dtype) if sorted_negatives is None else np.asarray(sorted_negatives).ravel()
+    n_neg = neg.size + shared.size
+    if n_neg == 0 or pos.size == 0:
+        raise ValueError(f"AUROC needs both classes; got {pos.size} positive, {n_neg} negative")
+    twice_u = _twice_u(neg, pos) + _twice_u(shared, pos)
+    return twice_u / (2 * pos.size * n_neg)
+
+
+def _twice_u(neg: np.ndarray, pos: np.ndarray) -> int:
+    """Twice the Mann-Whitney U of ``pos`` against sorted ``neg``: 'left' counts negatives strictly
+    below a positive, 'right' those <= it; their sum is 2 per won pair and 1 per tied pair. Python
+    ints cannot overflow."""
     twice_u = 0
+    if neg.size == 0:
+        return twice_u
     for start in range(0, pos.size, _CHUNK):
         chunk = pos[start : start + _CHUNK]
         twice_u += int(np.searchsorted(neg, chunk, "left").sum())
         twice_u += int(np.searchsorted(neg, chunk, "right").sum())
-    return twice_u / (2 * pos.size * neg.size)
+    return twice_u
 
 
 def f1_max(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, float]:

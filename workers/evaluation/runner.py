@@ -132,15 +132,18 @@ def per_type_metrics(
     the pixels of both. Shows which kind of defect a setup misses; the overall pixel AUROC is
     weighted by defect area, so large defects dominate it."""
     normal = [i for i, label in enumerate(labels) if label == 0]
+    # every type is compared with the same normal pixels: sorted once, not once per type
+    background = np.sort(np.concatenate([maps[i].ravel() for i in normal])) if normal else None
     out: dict[str, dict[str, float]] = {}
     for name in sorted({t for t, label in zip(types, labels, strict=True) if label == 1}):
-        idx = normal + [i for i, t in enumerate(types) if t == name and labels[i] == 1]
-        pixels = np.concatenate([maps[i].ravel() for i in idx])
-        truth = np.concatenate([masks[i].ravel() for i in idx])
+        own = [i for i, t in enumerate(types) if t == name and labels[i] == 1]
+        idx = normal + own
+        truth = np.concatenate([masks[i].ravel() for i in own])
+        pixels = np.concatenate([maps[i].ravel() for i in own])
         out[name] = {
             "image_auroc": auroc([scores[i] for i in idx], [labels[i] for i in idx]) if normal else math.nan,
-            "pixel_auroc": auroc(pixels, truth) if truth.any() and not truth.all() else math.nan,
-            "images": float(len(idx) - len(normal)),
+            "pixel_auroc": auroc(pixels, truth, background) if truth.any() else math.nan,
+            "images": float(len(own)),
         }
     return out
 

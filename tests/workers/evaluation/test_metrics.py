@@ -46,6 +46,23 @@ def test_auroc_matches_pairwise_definition_with_many_ties(
     assert auroc(scores, labels) == pytest.approx(_pairwise_auroc(scores, labels), abs=1e-12)
 
 
+def test_auroc_with_shared_sorted_negatives_equals_the_whole_set() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    scores = rng.integers(0, 10, 300) + 2 * labels  # ties across both parts
+    background = rng.integers(0, 10, 500)
+    whole = auroc(np.concatenate([scores, background]), np.concatenate([labels, np.zeros(500, int)]))
+    assert auroc(scores, labels, np.sort(background)) == pytest.approx(whole, abs=1e-12)
+    positives = labels == 1  # only positives of its own: the shared negatives are all there are
+    assert auroc(scores[positives], labels[positives], np.sort(background)) == pytest.approx(
+        _pairwise_auroc(
+            np.concatenate([scores[positives], background]),
+            np.concatenate([labels[positives], np.zeros(500, int)]),
+        ),
+        abs=1e-12,
+    )
+
+
 @pytest.mark.parametrize(
     ("scores", "labels", "message"),
     [
