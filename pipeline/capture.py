@@ -375,16 +375,20 @@ class StationCapture:
         if wait > 0 and (self.source.live or self._stop.wait(wait)):
             return
         pacer.take(time.monotonic())
-        self._deliver(self._encode(frame, time.time()))
+        self._deliver(self._encode(frame, time.time(), self.source.jpeg))
 
-    def _encode(self, frame: np.ndarray, captured_at: float) -> FrameMessage:
-        # one encode, at the inspection size: a quarter of the pixels to encode, send and decode
-        # for a frame twice that size; the original waits here in case a worker flags the frame
+    def _encode(self, frame: np.ndarray, captured_at: float, camera_jpeg: bytes | None) -> FrameMessage:
+        # at most one encode, at the inspection size: a quarter of the pixels to encode, send and
+        # decode for a frame twice that size; the original (the camera's JPEG where it sent one)
+        # waits here in case a worker flags the frame. A frame no larger goes out as it came.
         height, width = frame.shape[:2]
         small = downsize(frame, self.inspection_size) if self.inspection_size else frame
-        jpeg = encode_jpeg(small, self.options.jpeg_quality)
+        if small is frame and camera_jpeg is not None:
+            jpeg = camera_jpeg
+        else:
+            jpeg = encode_jpeg(small, self.options.jpeg_quality)
         if small is not frame:
-            self.originals.put(self._seq, frame)
+            self.originals.put(self._seq, frame if camera_jpeg is None else camera_jpeg)
         h, w = small.shape[:2]
         message = FrameMessage(self.station_id, self._seq, captured_at, jpeg, w, h, width, height)
         self._seq += 1

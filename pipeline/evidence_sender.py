@@ -1,4 +1,5 @@
-"""Capture's side of the evidence: the originals of flagged frames, JPEG-encoded once they are flagged."""
+"""Capture's side of the evidence: the originals of flagged frames, JPEG-encoded once they are flagged
+(an MJPEG camera's frames are sent as the camera encoded them)."""
 
 from __future__ import annotations
 
@@ -91,8 +92,11 @@ class EvidenceSender:
                 # never resized (the inspected frame is the original), else gone from the buffer
                 missed += max(res.width, res.height) > self.inspection_size
                 continue
-            jpeg = await asyncio.to_thread(encode_jpeg, frame, self.jpeg_quality)
-            h, w = frame.shape[:2]
+            if isinstance(frame, bytes):  # the camera's own JPEG: sent as it came
+                jpeg, w, h = frame, res.width, res.height
+            else:
+                jpeg = await asyncio.to_thread(encode_jpeg, frame, self.jpeg_quality)
+                h, w = frame.shape[:2]
             out.append(FrameMessage(res.station_id, res.seq, res.captured_at, jpeg, w, h).to_fields())
 
         stream, counter = (

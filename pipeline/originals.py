@@ -33,28 +33,36 @@ def downsize(frame: np.ndarray, longer_side: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+Original = np.ndarray | bytes  # the decoded frame, or the camera's own JPEG of it (MJPEG sources)
+
+
+def _size(original: Original) -> int:
+    return len(original) if isinstance(original, bytes) else original.nbytes
+
+
 class OriginalFrames:
     """seq -> original frame for the most recent frames, at most ``max_bytes`` in all (thread-safe:
-    the capture's reader thread adds, its evidence task on the event loop takes)."""
+    the capture's reader thread adds, its evidence task on the event loop takes). An original is
+    the decoded frame or, from an MJPEG camera, its JPEG: some 30 times smaller, and sent as it is."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._frames: OrderedDict[int, Original] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    def put(self, seq: int, frame: np.ndarray) -> None:
+    def put(self, seq: int, frame: Original) -> None:
         with self._lock:
             self._frames[seq] = frame
-            self._bytes += frame.nbytes
+            self._bytes += _size(frame)
             while self._bytes > self.max_bytes and len(self._frames) > 1:
                 _, old = self._frames.popitem(last=False)
-                self._bytes -= old.nbytes
+                self._bytes -= _size(old)
 
-    def get(self, seq: int) -> np.ndarray | None:
+    def get(self, seq: int) -> Original | None:
         with self._lock:
             return self._frames.get(seq)
 

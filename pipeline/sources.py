@@ -47,6 +47,9 @@ class FrameSource(ABC):
 
     def __init__(self) -> None:
         self.corrupt = 0  # files or frames skipped because they could not be decoded
+        # the camera's own JPEG of the frame read() last returned, where it sent one (MJPEG): the
+        # original is kept and sent as it came, never re-encoded; None for other sources
+        self.jpeg: bytes | None = None
 
     @property
     @abstractmethod
@@ -71,13 +74,23 @@ class FrameSource(ABC):
 
 
 class _OpenCvSource(FrameSource):
-    """Shared handling of a ``cv2.VideoCapture``."""
+    """Shared handling of a ``cv2.VideoCapture``.
+
+    Through FFmpeg, an MJPEG video or stream is read as its JPEG packets, decoded here with
+    libjpeg-turbo (cheaper than FFmpeg's decoder and colour conversion) and kept in ``jpeg``. A
+    packet that does not decode is skipped and counted in ``corrupt``; when the first one after
+    opening does not, the source falls back to FFmpeg's own decoding for good.
+    """
 
     _hint = ""  # appended to "cannot open …": what a person should check
+    _packets = False  # FFmpeg-backed: may read an MJPEG source as JPEG packets
 
     def __init__(self) -> None:
         super().__init__()
         self._capture: cv2.VideoCapture | None = None
+        self._raw = False  # reading JPEG packets now
+        self._raw_failed = False  # this source's packets did not decode: FFmpeg decodes instead
+        self._raw_decoded = 0  # packets decoded since opening
 
     @abstractmethod
     def _new_capture(self) -> cv2.VideoCapture: ...
@@ -92,22 +105,55 @@ class _OpenCvSource(FrameSource):
             capture.release()
             raise SourceError(f"cannot open {self.describe()}{self._hint}")
         self._capture = capture
+        self._raw_decoded = 0
+        self._raw = self._packets and not self._raw_failed and _is_mjpeg(capture)
+        if self._raw:
+            self._raw = bool(capture.set(cv2.CAP_PROP_FORMAT, -1))  # -1: packets, not pixels
 
     def read(self) -> np.ndarray | None:
         if self._capture is None:
             raise SourceError(f"{self.describe()} is not open")
-        try:
-            ok, frame = self._capture.read()
-        except cv2.error as e:
-            raise SourceError(f"cannot read {self.describe()}: {e}") from e
-        if not ok or frame is None:
-            return None
-        return np.asarray(frame)
+        self.jpeg = None
+        for _ in range(MAX_BAD_FRAMES):
+            try:
+                ok, frame = self._capture.read()
+            except cv2.error as e:
+                raise SourceError(f"cannot read {self.describe()}: {e}") from e
+            if not ok or frame is None:
+                return None
+            if not self._raw:
+                return np.asarray(frame)
+            image = _decode_packet(frame)
+            if image is not None:
+                self._raw_decoded += 1
+                self.jpeg = frame.tobytes()
+                return image
+            if not self._raw_decoded:  # not a JPEG libjpeg reads (or broken from the start)
+                logger.warning("%s: MJPEG packets do not decode; FFmpeg decodes instead", self.describe())
+                self._raw_failed = True
+                self.open()
+                return self.read()
+            self.corrupt += 1
+        raise SourceError(f"{self.describe()}: {MAX_BAD_FRAMES} undecodable frames in a row")
 
     def close(self) -> None:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def _is_mjpeg(capture: cv2.VideoCapture) -> bool:
+    # the container's tag (MJPG in AVI), else FFmpeg's codec name cut to four letters ("mjpe")
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    return bytes((code >> shift) & 0xFF for shift in (0, 8, 16, 24)).upper() in (b"MJPG", b"MJPE", b"JPEG")
+
+
+def _decode_packet(packet: np.ndarray) -> np.ndarray | None:
+    try:
+        image = cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    return None if image is None else np.asarray(image)
 
 
 class DeviceSource(_OpenCvSource):
@@ -137,6 +183,7 @@ class StreamSource(_OpenCvSource):
     """An RTSP or HTTP(S) camera stream, read through FFmpeg with open and read timeouts."""
 
     _hint = " (is the camera reachable, and are the URL and credentials right?)"
+    _packets = True
 
     def __init__(
         self,
@@ -185,6 +232,8 @@ class StreamSource(_OpenCvSource):
 
 class VideoFileSource(_OpenCvSource):
     """A recorded video file; with ``loop`` it is reopened at its end and plays again."""
+
+    _packets = True
 
     def __init__(self, path: str, loop: bool = False) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline import sources as sources_module
 from pipeline.capture import CaptureOptions, StationCapture
 from pipeline.errors import SourceError
 from pipeline.messages import FrameMessage
@@ -190,9 +191,25 @@ async def test_frames_are_sent_at_the_inspection_size_and_originals_kept(tmp_pat
         frames = await collect(capture)
     assert [decode(f.jpeg).shape for f in frames] == [(60, 80, 3)] * 3  # longer side 80, aspect kept
     assert all((f.width, f.height, f.original_size) == (80, 60, (160, 120)) for f in frames)
-    for f in frames:  # the camera's frame, untouched, for the evidence of a flagged one
+    for f, packet in zip(frames, mjpeg_packets(video), strict=True):
+        # the camera's frame for the evidence of a flagged one: an MJPEG camera's own JPEG, untouched
         original = capture.originals.get(f.seq)
-        assert original is not None and original.shape == (120, 160, 3)
+        assert original == packet
+        assert abs(int(decode(packet).mean()) - int(decode(f.jpeg).mean())) <= 3
+
+
+async def test_originals_of_decoded_sources_are_kept_as_frames(tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"FFV1"), 10, (160, 120))
+    for index in range(3):
+        writer.write(gray_frame(index, (120, 160)))
+    writer.release()
+    async with StationCapture("s", make_source(str(video)), fps=120, inspection_size=80) as capture:
+        frames = await collect(capture)
+    assert [marker(f.jpeg) for f in frames] == [0, 1, 2]
+    for f in frames:  # no JPEG from the camera: the decoded frame, encoded only if it is flagged
+        original = capture.originals.get(f.seq)
+        assert isinstance(original, np.ndarray) and original.shape == (120, 160, 3)
         assert abs(int(original.mean()) - int(decode(f.jpeg).mean())) <= 3
 
 
@@ -200,9 +217,61 @@ async def test_small_frames_are_sent_as_captured_and_not_kept(tmp_path: Path) ->
     video = write_video(tmp_path / "clip.avi", 2, size=(120, 160))
     async with StationCapture("s", make_source(str(video)), fps=120, inspection_size=320) as capture:
         frame = (await collect(capture))[0]
-    assert decode(frame.jpeg).shape == (120, 160, 3)
+    assert frame.jpeg == mjpeg_packets(video)[0]  # the camera's JPEG itself: nothing re-encoded
     assert (frame.width, frame.height, frame.original_size) == (160, 120, (160, 120))
     assert len(capture.originals) == 0  # the frame sent is the original
+
+
+def mjpeg_packets(video: Path) -> list[bytes]:
+    """The JPEGs an MJPEG video holds, as FFmpeg's demuxer hands them out."""
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    assert cap.set(cv2.CAP_PROP_FORMAT, -1)
+    packets = []
+    while True:
+        ok, packet = cap.read()
+        if not ok:
+            return packets
+        packets.append(packet.tobytes())
+
+
+def read_all(source: FrameSource) -> list[np.ndarray]:
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def test_an_mjpeg_video_is_read_as_its_jpegs(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", 4, size=(120, 160))
+    source = make_source(str(video))
+    source.open()
+    got = []
+    while (frame := source.read()) is not None:
+        assert source.jpeg is not None and np.array_equal(decode(source.jpeg), frame)
+        got.append(source.jpeg)
+    assert got == mjpeg_packets(video) and source.jpeg is None  # None after the last frame
+    assert [round(float(decode(j).mean()) / STEP) for j in got] == [0, 1, 2, 3]
+
+
+def test_an_undecodable_mjpeg_frame_is_skipped_and_counted(tmp_path: Path, monkeypatch) -> None:
+    video = write_video(tmp_path / "clip.avi", 4)
+    real = sources_module._decode_packet
+    calls = itertools.count()
+    monkeypatch.setattr(sources_module, "_decode_packet", lambda p: None if next(calls) == 2 else real(p))
+    source = make_source(str(video))
+    source.open()
+    frames = read_all(source)
+    assert [round(float(f.mean()) / STEP) for f in frames] == [0, 1, 3] and source.corrupt == 1
+
+
+def test_mjpeg_that_libjpeg_cannot_read_falls_back_to_ffmpeg_decoding(tmp_path: Path, monkeypatch) -> None:
+    video = write_video(tmp_path / "clip.avi", 3)
+    monkeypatch.setattr(sources_module, "_decode_packet", lambda p: None)
+    source = make_source(str(video))
+    source.open()
+    frames = read_all(source)
+    assert [round(float(f.mean()) / STEP) for f in frames] == [0, 1, 2]  # from the first frame on
+    assert source.jpeg is None and source.corrupt == 0
 
 
 def test_originals_buffer_keeps_the_newest_within_its_byte_budget() -> None:
@@ -215,6 +284,9 @@ def test_originals_buffer_keeps_the_newest_within_its_byte_budget() -> None:
     assert got is not None and int(got[0, 0]) == 4
     buffer.put(9, np.zeros((50, 50), np.uint8))  # larger than the budget: kept alone
     assert len(buffer) == 1 and buffer.get(9) is not None
+    for seq in range(10, 15):  # a camera's JPEGs count by their length
+        buffer.put(seq, bytes(150))
+    assert len(buffer) == 2 and buffer.oldest == 13 and buffer.get(14) == bytes(150)
 
 
 @pytest.mark.parametrize(
