@@ -244,31 +244,46 @@ class Recorder:
             self._evidence_problem = False
 
     async def _record_originals(self, entries: list[streams.Entry]) -> None:
-        """Replace inspection-size evidence by capture's originals; acked once written (or failed:
-        the inspection-size evidence stands, and a full disk is reported like any evidence failure)."""
-        done = []
+        """Replace inspection-size evidence by capture's originals (the batch's files in one thread
+        hop, the paths in one transaction); acked once written, or failed: the inspection-size
+        evidence stands, and a full disk is reported like any evidence failure."""
+        frames, done = [], []
         for entry in entries:
             try:
-                frame = FrameMessage.from_fields(entry.fields)
+                frames.append(FrameMessage.from_fields(entry.fields))
             except MessageError as e:
                 await streams.bury(self.r, keys.RECORD_GROUP, entry, str(e))
                 continue
-            try:
-                path = await asyncio.to_thread(write_original, self.data_dir, frame)
-                await self._commit_evidence_path(frame, path)
-            except EvidenceError as e:
-                await self._evidence_failed(frame.station_id, frame.id, str(e))
             done.append(entry)
+        written = await asyncio.to_thread(_write_originals, self.data_dir, frames)
+        for frame, outcome in written:
+            if isinstance(outcome, EvidenceError):
+                await self._evidence_failed(frame.station_id, frame.id, str(outcome))
+        paths = [(f.station_id, f.seq, p) for f, p in written if isinstance(p, str)]
+        await self._commit_evidence_paths(paths)
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
 
-    async def _commit_evidence_path(self, frame: FrameMessage, path: str) -> None:
-        """A defect stored without evidence (disk full then) gets the original's path."""
+    async def _commit_evidence_paths(self, paths: list[tuple[str, int, str]]) -> None:
+        """Defects stored without evidence (disk full then) get their original's path."""
         delay = 0.5
-        while True:
+        while paths:
             try:
-                await asyncio.to_thread(self.store.set_evidence_path, frame.station_id, frame.seq, path)
+                await asyncio.to_thread(self.store.set_evidence_paths, paths)
                 return
             except StoreUnavailable as e:
-                logger.warning("database unavailable (%s); original of %s waits", e, frame.id)
+                logger.warning("database unavailable (%s); %d originals' paths wait", e, len(paths))
                 await asyncio.sleep(delay)
                 delay = min(self.options.retry_max_s, delay * 2)
+
+
+Written = tuple[FrameMessage, str | EvidenceError]  # an original and its file's path, or why not
+
+
+def _write_originals(data_dir: Path, frames: list[FrameMessage]) -> list[Written]:
+    out: list[Written] = []
+    for frame in frames:
+        try:
+            out.append((frame, write_original(data_dir, frame)))
+        except EvidenceError as e:
+            out.append((frame, e))
+    return out

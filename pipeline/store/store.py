@@ -188,16 +188,22 @@ class Store:
                     waiting.append(v)
         return waiting
 
-    def set_evidence_path(self, station_id: str, seq: int, path: str) -> bool:
-        """Point a defect without an evidence file at ``path``; False when there is no such defect
-        yet (its result is not recorded: the path is filled in when it is) or it has one."""
-        with self._transaction(f"saving evidence of {station_id}:{seq}", write=True) as session:
-            stmt = (
-                update(Defect)
-                .where(Defect.station_id == station_id, Defect.seq == seq, Defect.evidence_path.is_(None))
-                .values(evidence_path=path)
-            )
-            return bool(session.execute(stmt.returning(Defect.id)).all())
+    def set_evidence_paths(self, paths: list[tuple[str, int, str]]) -> int:
+        """Point each (station, seq) defect without an evidence file at its path, all in one
+        transaction; returns how many changed. A defect not recorded yet (its path is filled in
+        when it is) or that has a file already is left alone."""
+        if not paths:
+            return 0
+        changed = 0
+        with self._transaction(f"saving evidence of {len(paths)} frames", write=True) as session:
+            for station_id, seq, path in paths:
+                stmt = (
+                    update(Defect)
+                    .where(Defect.station_id == station_id, Defect.seq == seq, Defect.evidence_path.is_(None))
+                    .values(evidence_path=path)
+                )
+                changed += len(session.execute(stmt.returning(Defect.id)).all())
+        return changed
 
     def purge_older_than(self, days: float, *, now: datetime | None = None) -> PurgeOutcome:
         """Delete inspections captured more than ``days`` ago, with their defects and reviews.

@@ -74,6 +74,24 @@ def test_flagged_result_without_evidence_files_still_becomes_a_defect(
     assert (defect.seq, defect.evidence_path, defect.heatmap_path) == (9, None, None)
 
 
+def test_originals_fill_in_only_missing_evidence_paths(store: Store, result: ResultFactory) -> None:
+    store.record([result(seq=2, flagged=True)], EVIDENCE)
+    store.record([result(seq=9, flagged=True)], {})  # its evidence could not be written (full disk)
+    changed = store.set_evidence_paths(
+        [
+            ("line-1", 2, "evidence/line-1/other.jpg"),
+            ("line-1", 9, "evidence/line-1/9.jpg"),
+            ("line-1", 99, "x"),
+        ]
+    )
+    assert changed == 1  # seq 2 keeps its file, seq 99 is not recorded (yet)
+    assert [(d.seq, d.evidence_path) for d in _defects(store)] == [
+        (2, EVIDENCE["line-1:2"][0]),
+        (9, "evidence/line-1/9.jpg"),
+    ]
+    assert store.set_evidence_paths([]) == 0
+
+
 def test_retry_adds_a_missing_defect(store: Store, result: ResultFactory) -> None:
     # the inspection row exists but its defect does not (e.g. removed by hand, or an older build)
     store.record([result(seq=2, flagged=True)], EVIDENCE)
