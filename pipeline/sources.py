@@ -77,7 +77,8 @@ class _OpenCvSource(FrameSource):
     """Shared handling of a ``cv2.VideoCapture``.
 
     Through FFmpeg, an MJPEG video or stream is read as its JPEG packets, decoded here with
-    libjpeg-turbo (cheaper than FFmpeg's decoder and colour conversion) and kept in ``jpeg``. A
+    libjpeg-turbo (about as fast as FFmpeg's decoder with its colour conversion) and kept in
+    ``jpeg``, so capture can keep and send the camera's own JPEG as the original. A
     packet that does not decode is skipped and counted in ``corrupt``; when the first one after
     opening does not, the source falls back to FFmpeg's own decoding for good.
     """
