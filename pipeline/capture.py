@@ -278,9 +278,13 @@ class StationCapture:
     async def _report_loop(self) -> None:
         tick = min(0.25, self.options.report_interval_s)
         last = float("-inf")
-        while True:
+        # stop() cancels this task, but it also ends by itself once stopping: Python 3.11's
+        # asyncio.wait_for can swallow a cancellation that lands as its timeout fires, and a loop
+        # that missed it would keep stop() (and the capture role's shutdown) waiting forever
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), tick)
+                async with asyncio.timeout(tick):
+                    await self._changed.wait()
             if self._status.check(time.monotonic(), self._read_started, self.options):
                 self._changed.set()
             if self._changed.is_set() or time.monotonic() - last >= self.options.report_interval_s:

@@ -333,6 +333,19 @@ async def test_a_live_source_drops_the_oldest_frames_when_the_consumer_is_slow()
     assert statistics.median(b - a for a, b in itertools.pairwise(seqs)) > 2
 
 
+async def test_the_state_reporter_ends_by_itself_when_the_capture_stops() -> None:
+    # stop() cancels it too, but a cancellation can be lost (Python 3.11's asyncio.wait_for turned
+    # one that landed as its timeout fired into a TimeoutError): the loop must not depend on it
+    capture = StationCapture("s", FakeCamera(), fps=20, options=FAST)
+    await capture.start()
+    try:
+        assert capture._reporter is not None and not capture._reporter.done()
+        capture._stop.set()
+        await asyncio.wait_for(asyncio.shield(capture._reporter), 2.0)  # no cancel sent
+    finally:
+        await capture.stop()
+
+
 @pytest.mark.parametrize("kind", ["recorded", "live"])
 async def test_frames_are_paced_to_the_station_fps(tmp_path: Path, kind: str) -> None:
     source: FrameSource = FakeCamera(interval=0.002)
