@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -92,11 +93,13 @@ class Supervisor:
                 f"{child.name} exited with code {code} after {ran:.0f} s; restarted "
                 f"{child.restarts + 1} time(s), next start in {child.backoff_s:.1f} s",
             )
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=child.backoff_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that lands as its timeout fires, and this watcher would then start the child again
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(child.backoff_s):
+                    await self.stopping.wait()
+            if self.stopping.is_set():
                 return
-            except TimeoutError:
-                pass
             child.backoff_s = min(MAX_BACKOFF_S, child.backoff_s * 2)
             child.restarts += 1
             await self._start(child)

@@ -113,8 +113,9 @@ class TransformersBackend:
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                try:  # asyncio.timeout: 3.11's wait_for can swallow a cancellation at its timeout
+                    async with asyncio.timeout(left):
+                        batch.append(await self._queue.get())
                 except TimeoutError:
                     break
             try:
