@@ -31,7 +31,10 @@ class CaptureOptions:
     """Tuning of a capture; the defaults suit a camera on a factory network."""
 
     jpeg_quality: int = 90
-    queue_size: int = 4  # small: a live frame waiting in a queue is a stale frame
+    queue_size: int = 4  # live sources: small, a live frame waiting in a queue is a stale frame
+    # recorded sources read this many frames ahead of the consumer: one that was away (waiting for
+    # the workers) finds them ready and sends them in a few Redis round trips
+    recorded_queue_size: int = 16
     report_interval_s: float = 2.0  # the state is reported at least this often
     stall_timeout_s: float = 10.0  # a read that takes longer counts as a failure
     retry_initial_s: float = 0.5  # reopen backoff: doubles after each failed attempt …
@@ -150,7 +153,14 @@ class StationCapture:
         self._seq = start_seq
         self._on_state = on_state
         size = max(1, self.options.queue_size)  # asyncio reads 0 as unbounded
-        self._queue: asyncio.Queue[FrameMessage | None] = asyncio.Queue(size)
+        self._queue: asyncio.Queue[FrameMessage | None] = asyncio.Queue(size)  # live frames
+        # recorded frames: the reader appends (after taking room: recorded never drops) and wakes
+        # the loop only when the consumer waits; a busy consumer finds the frames that came
+        # meanwhile and sends them together, without a wake-up per frame
+        self._recorded: deque[FrameMessage | None] = deque()
+        self._room = threading.Semaphore(max(1, self.options.recorded_queue_size))
+        self._arrived = asyncio.Event()
+        self._consumer_waiting = False  # set on the loop while frames() waits for the reader
         self._status = _Status()
         self._changed = asyncio.Event()
         self._stop = threading.Event()
@@ -226,17 +236,45 @@ class StationCapture:
     async def frames(self) -> AsyncIterator[FrameMessage]:
         """Captured frames in order until the source is exhausted or the capture stops."""
         while True:
-            item = await self._queue.get()
-            if item is None:
-                self._queue.put_nowait(None)  # so that a second iterator ends too
-                return
+            if self.source.live:
+                item = await self._queue.get()
+                if item is None:
+                    self._queue.put_nowait(None)  # so that a second iterator ends too
+                    return
+            else:
+                await self._recorded_arrival()
+                if self._recorded[0] is None:  # left in place: a second iterator ends too
+                    return
+                item = self._take_recorded()
             yield item
+
+    async def _recorded_arrival(self) -> None:
+        """Wait until the reader has handed over a recorded frame or the end marker."""
+        while not self._recorded:
+            self._arrived.clear()
+            self._consumer_waiting = True  # before the second look: the reader checks it after appending
+            try:
+                if not self._recorded:
+                    await self._arrived.wait()
+            finally:
+                self._consumer_waiting = False
+
+    def _take_recorded(self) -> FrameMessage:
+        item = self._recorded.popleft()
+        assert item is not None
+        self._room.release()  # the reader may read one more frame ahead
+        self._status.count_frame(item.captured_at)
+        return item
 
     def ready(self, limit: int) -> list[FrameMessage]:
         """Up to ``limit`` frames already queued, without waiting: a consumer that fell behind takes
         them with the one ``frames()`` gave it and sends them together. The end marker stays queued,
         so ``frames()`` still ends after them."""
         items: list[FrameMessage] = []
+        if not self.source.live:
+            while len(items) < limit and self._recorded and self._recorded[0] is not None:
+                items.append(self._take_recorded())
+            return items
         while len(items) < limit and not self._queue.empty():
             item = self._queue.get_nowait()
             if item is None:
@@ -255,16 +293,11 @@ class StationCapture:
         self._queue.put_nowait(item)
         self._status.count_frame(item.captured_at)
 
-    async def _put_waiting(self, item: FrameMessage | None) -> None:
-        """Queue a recorded frame (or the end marker), waiting for room: recorded never drops."""
-        if self._closed:
-            return
-        await self._queue.put(item)
-        if item is not None:
-            self._status.count_frame(item.captured_at)
-
     def _close_queue(self) -> None:
         self._closed = True
+        self._recorded.clear()  # frames left over are moot; the end marker goes first
+        self._recorded.append(None)
+        self._arrived.set()
         while self._queue.full():  # the consumer is told to stop; frames left over are moot
             self._queue.get_nowait()
         self._queue.put_nowait(None)
@@ -399,16 +432,16 @@ class StationCapture:
         return message
 
     def _deliver(self, item: FrameMessage | None) -> None:
-        assert self._loop is not None
+        """Hand a frame (None: the end) to the consumer. Live frames go through the loop at once.
+        A recorded frame first waits for room (recorded never drops), then joins ``_recorded``;
+        the loop is woken only when the consumer waits for it."""
         if self.source.live and item is not None:
             self._post(self._offer_latest, item)
             return
-        future = asyncio.run_coroutine_threadsafe(self._put_waiting(item), self._loop)
-        while True:  # wait for room (backpressure) but stay responsive to stop()
-            try:
-                future.result(timeout=0.1)
-                return
-            except TimeoutError:
+        if item is not None:
+            while not self._room.acquire(timeout=0.1):  # wait for room, responsive to stop()
                 if self._stop.is_set():
-                    future.cancel()
                     return
+        self._recorded.append(item)
+        if self._consumer_waiting:  # checked after appending: see _recorded_arrival
+            self._post(self._arrived.set)

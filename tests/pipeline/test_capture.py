@@ -302,6 +302,73 @@ def test_inspection_size_keeps_aspect_and_never_enlarges(size, longer, expected)
     assert inspection_size(*size, longer) == expected
 
 
+class SlowRecording(FrameSource):
+    """A recorded source whose every read takes ``interval``: slower than any station rate."""
+
+    def __init__(self, count: int, interval: float) -> None:
+        super().__init__()
+        self.count, self.interval, self.index = count, interval, 0
+
+    @property
+    def live(self) -> bool:
+        return False
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        time.sleep(self.interval)
+        if self.index == self.count:
+            return None
+        self.index += 1
+        return gray_frame(self.index - 1)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "slow recording"
+
+
+def count_wake_ups(capture: StationCapture) -> list[float]:
+    """When the reader woke the loop for a recorded frame (a cross-thread call each)."""
+    wake_ups: list[float] = []
+    post = capture._post
+
+    def counting(callback: Callable[..., object], *args: object) -> None:
+        if callback == capture._arrived.set:
+            wake_ups.append(time.monotonic())
+        post(callback, *args)
+
+    capture._post = counting  # type: ignore[method-assign]
+    return wake_ups
+
+
+async def test_a_busy_consumer_finds_recorded_frames_waiting_without_a_wake_up_each(tmp_path: Path) -> None:
+    count = 12  # gray levels up to 240
+    source = make_source(str(write_images(tmp_path / "frames", count)))
+    capture = StationCapture("s", source, fps=1000, options=CaptureOptions(recorded_queue_size=8))
+    wake_ups = count_wake_ups(capture)
+    batches: list[list[FrameMessage]] = []
+    async with capture:
+        async for frame in capture.frames():
+            batches.append([frame, *capture.ready(7)])
+            time.sleep(0.02)  # busy (a Redis round trip, an encode) without yielding to the loop
+    assert [marker(f.jpeg) for batch in batches for f in batch] == list(range(count))  # in order
+    assert max(len(batch) for batch in batches) > 1  # frames that came meanwhile go together
+    assert len(wake_ups) < len(batches) <= count / 2
+
+
+async def test_a_consumer_waiting_for_a_slow_recording_gets_each_frame_at_once() -> None:
+    capture = StationCapture("s", SlowRecording(8, 0.03), fps=1000)  # reads slower than the rate
+    wake_ups = count_wake_ups(capture)
+    async with capture:
+        ages = [time.time() - frame.captured_at async for frame in capture.frames()]
+    assert len(ages) == 8
+    assert max(ages) < 0.025, ages  # handed over as read, not gathered
+    assert len(wake_ups) >= 8  # the waiting consumer was woken for each
+
+
 async def test_a_restarted_capture_continues_numbering(tmp_path: Path) -> None:
     folder = write_images(tmp_path / "frames", 3)
     async with StationCapture("s", make_source(str(folder)), fps=120) as first:
