@@ -28,6 +28,11 @@ def keep_freed_memory() -> bool:
     """Tell glibc's malloc to serve everything from the heap and never give it back (idempotent).
 
     Returns False where the C library is not glibc (musl, macOS): nothing changes there.
+
+    Call it before other threads allocate: arenas made earlier stay, and threads started later
+    are spread over them. In a script whose OpenCV thread pool had allocated first, every second
+    thread then inspected 12-25 % slower than the main thread (docs/benchmarks.md); a worker
+    process creates its Inspector before any such thread, so its threads are all equal.
     """
     global _applied
     if _applied:
