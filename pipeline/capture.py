@@ -293,6 +293,12 @@ class StationCapture:
         self._queue.put_nowait(item)
         self._status.count_frame(item.captured_at)
 
+    def _end_live(self, _: None) -> None:
+        """A live source's end marker (its reader raises instead of ending, so only in case)."""
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
     def _close_queue(self) -> None:
         self._closed = True
         self._recorded.clear()  # frames left over are moot; the end marker goes first
@@ -435,8 +441,8 @@ class StationCapture:
         """Hand a frame (None: the end) to the consumer. Live frames go through the loop at once.
         A recorded frame first waits for room (recorded never drops), then joins ``_recorded``;
         the loop is woken only when the consumer waits for it."""
-        if self.source.live and item is not None:
-            self._post(self._offer_latest, item)
+        if self.source.live:
+            self._post(self._offer_latest if item is not None else self._end_live, item)
             return
         if item is not None:
             while not self._room.acquire(timeout=0.1):  # wait for room, responsive to stop()
