@@ -160,7 +160,7 @@ class StationCapture:
         self._recorded: deque[FrameMessage | None] = deque()
         self._room = threading.Semaphore(max(1, self.options.recorded_queue_size))
         self._arrived = asyncio.Event()
-        self._consumer_waiting = False  # set on the loop while frames() waits for the reader
+        self._waiting = 0  # consumers waiting in frames() for the reader (a count: each resets its own)
         self._status = _Status()
         self._changed = asyncio.Event()
         self._stop = threading.Event()
@@ -252,12 +252,12 @@ class StationCapture:
         """Wait until the reader has handed over a recorded frame or the end marker."""
         while not self._recorded:
             self._arrived.clear()
-            self._consumer_waiting = True  # before the second look: the reader checks it after appending
+            self._waiting += 1  # before the second look: the reader checks it after appending
             try:
                 if not self._recorded:
                     await self._arrived.wait()
             finally:
-                self._consumer_waiting = False
+                self._waiting -= 1
 
     def _take_recorded(self) -> FrameMessage:
         item = self._recorded.popleft()
@@ -449,5 +449,5 @@ class StationCapture:
                 if self._stop.is_set():
                     return
         self._recorded.append(item)
-        if self._consumer_waiting:  # checked after appending: see _recorded_arrival
+        if self._waiting:  # checked after appending: see _recorded_arrival
             self._post(self._arrived.set)

@@ -155,7 +155,7 @@ async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
         folder = write_images(tmp_path / "frames", count)
         source = str(folder if kind == "folder" else folder / "frame_*.png")
     states = States()
-    options = CaptureOptions(queue_size=2, report_interval_s=0.1)
+    options = CaptureOptions(recorded_queue_size=2, report_interval_s=0.1)  # the reader waits for room
     capture = StationCapture(
         "line-1", make_source(source), fps=120, start_seq=100, on_state=states, options=options
     )
@@ -172,7 +172,7 @@ async def test_recorded_sources_deliver_every_frame_in_order_to_a_slow_consumer(
 async def test_a_consumer_behind_takes_the_queued_frames_at_once_and_loses_none(tmp_path: Path) -> None:
     count = 11
     source = make_source(str(write_images(tmp_path / "frames", count)))
-    capture = StationCapture("s", source, fps=120, options=CaptureOptions(queue_size=4))
+    capture = StationCapture("s", source, fps=120, options=CaptureOptions(recorded_queue_size=4))
     batches: list[list[FrameMessage]] = []
     async with capture:
         async for frame in capture.frames():
@@ -350,7 +350,7 @@ async def test_a_busy_consumer_finds_recorded_frames_waiting_without_a_wake_up_e
     capture = StationCapture("s", source, fps=1000, options=CaptureOptions(recorded_queue_size=8))
     wake_ups = count_wake_ups(capture)
     batches: list[list[FrameMessage]] = []
-    async with capture:
+    async with asyncio.timeout(10), capture:  # a frame withheld from a waiting consumer: fail, not hang
         async for frame in capture.frames():
             batches.append([frame, *capture.ready(7)])
             time.sleep(0.02)  # busy (a Redis round trip, an encode) without yielding to the loop
@@ -362,11 +362,22 @@ async def test_a_busy_consumer_finds_recorded_frames_waiting_without_a_wake_up_e
 async def test_a_consumer_waiting_for_a_slow_recording_gets_each_frame_at_once() -> None:
     capture = StationCapture("s", SlowRecording(8, 0.03), fps=1000)  # reads slower than the rate
     wake_ups = count_wake_ups(capture)
-    async with capture:
+    async with asyncio.timeout(10), capture:  # a frame withheld from a waiting consumer: fail, not hang
         ages = [time.time() - frame.captured_at async for frame in capture.frames()]
     assert len(ages) == 8
     assert max(ages) < 0.025, ages  # handed over as read, not gathered
     assert len(wake_ups) >= 8  # the waiting consumer was woken for each
+
+
+async def test_a_consumer_still_gets_frames_after_another_one_waiting_beside_it_is_cancelled() -> None:
+    capture = StationCapture("s", SlowRecording(6, 0.05), fps=1000)
+    async with asyncio.timeout(10), capture:
+        other = asyncio.create_task(collect(capture))
+        kept = asyncio.create_task(collect(capture))
+        await asyncio.sleep(0.01)  # both wait for the first frame (a read takes 50 ms)
+        other.cancel()
+        frames = await kept
+    assert [marker(frame.jpeg) for frame in frames] == list(range(6))
 
 
 async def test_a_restarted_capture_continues_numbering(tmp_path: Path) -> None:
