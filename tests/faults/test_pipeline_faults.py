@@ -97,10 +97,16 @@ async def test_killed_worker_frames_are_taken_over(assets: Assets, tmp_path: Pat
             victim = next((n for n in holders if n in names), "")
             return bool(victim)
 
-        await wait_for(someone_holds_frames, 60, "a worker to hold frames", every_s=0.02)
+        orphans: set[str] = set()
+        for _ in range(20):  # a holder may ack between the look and the kill: freeze it first
+            await wait_for(someone_holds_frames, 60, "a worker to hold frames", every_s=0.02)
+            names[victim].send_signal(signal.SIGSTOP)
+            orphans = await pending_ids(r, frames, keys.INSPECT_GROUP, victim)
+            if orphans:
+                break
+            names[victim].send_signal(signal.SIGCONT)
         names[victim].send_signal(signal.SIGKILL)
         names[victim].wait()
-        orphans = await pending_ids(r, frames, keys.INSPECT_GROUP, victim)
         assert orphans, "the killed worker held no frames; nothing was tested"
         survivor = next(p for n, p in names.items() if n != victim)
 
