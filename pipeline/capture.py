@@ -293,9 +293,10 @@ class StationCapture:
         self._queue.put_nowait(item)
         self._status.count_frame(item.captured_at)
 
-    def _end_live(self, _: None) -> None:
-        """A live source's end marker (its reader raises instead of ending, so only in case)."""
-        if self._queue.full():
+    def _end_live(self, _: None = None) -> None:
+        """Put the end marker in the live queue, dropping frames to make room: the consumer is
+        told to stop, and frames left over are moot."""
+        while self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(None)
 
@@ -304,9 +305,7 @@ class StationCapture:
         self._recorded.clear()  # frames left over are moot; the end marker goes first
         self._recorded.append(None)
         self._arrived.set()
-        while self._queue.full():  # the consumer is told to stop; frames left over are moot
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
+        self._end_live()
 
     def _apply(self, change: Callable[..., None], *args: object) -> None:
         """Apply a state change posted by the reader; stop() has the last word over late ones."""
