@@ -2,7 +2,7 @@
 against the Inspector alone on the same frames, plus capture-to-result and capture-to-store latency.
 
     python -m tests.benchmarks.pipeline_throughput [--frames 300] [--fps 120] [--redis-url URL]
-                                                   [--in-process] [--no-store-latency]
+                                                   [--in-process] [--no-store-latency] [--keep-data]
 
 At an offered load above capacity (the default) it measures throughput, and the latencies are
 queueing time; at a load below capacity (e.g. --fps 8) the latencies are the pipeline's own.
@@ -19,7 +19,8 @@ be read, with embedded Redis and SQLite in a temporary data dir unless --redis-u
 roles run as separate ``linewatch capture|worker|recorder`` processes, as ``linewatch run`` starts
 them (``--in-process``: all in this process's event loop, as the end-to-end test does). The
 Inspector alone is timed before and after the pipeline run on the same machine, and the ratio uses
-their mean, because a shared machine's speed drifts between runs.
+their mean, because a shared machine's speed drifts between runs. The temporary directory (the
+video, the store, the evidence) is removed at the end unless --keep-data is given.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -206,8 +208,7 @@ async def run_processes(redis_url: str, db: str, path: Path, data_dir: Path, fra
     return store
 
 
-async def main_async(args: argparse.Namespace) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="lw-bench-"))
+async def main_async(args: argparse.Namespace, root: Path) -> dict:
     path = station_file(root / "assets", args.frames, args.fps)
     data_dir = root / "data"
     db = f"sqlite:///{data_dir / 'linewatch.db'}"
@@ -261,9 +262,21 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the run's video, database and evidence (100-200 MB) and print where they are",
+    )
     args = p.parse_args()
     WORKERS, THREADS = args.workers, args.threads
-    r = asyncio.run(main_async(args))
+    root = Path(tempfile.mkdtemp(prefix="lw-bench-"))
+    try:
+        r = asyncio.run(main_async(args, root))
+    finally:
+        if not args.keep_data:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.keep_data:
+        r["data"] = str(root)
     print(json.dumps(r, indent=2))
     print(
         f"pipeline {r['pipeline_fps']:.1f} frames/s steady ({r['pipeline_fps_whole_run']:.1f} over the whole "
