@@ -293,7 +293,7 @@ class StationCapture:
         self._queue.put_nowait(item)
         self._status.count_frame(item.captured_at)
 
-    def _end_live(self, _: None = None) -> None:
+    def _end_live(self) -> None:
         """Put the end marker in the live queue, dropping frames to make room: the consumer is
         told to stop, and frames left over are moot."""
         while self._queue.full():
@@ -441,7 +441,10 @@ class StationCapture:
         A recorded frame first waits for room (recorded never drops), then joins ``_recorded``;
         the loop is woken only when the consumer waits for it."""
         if self.source.live:
-            self._post(self._offer_latest if item is not None else self._end_live, item)
+            if item is None:
+                self._post(self._end_live)
+            else:
+                self._post(self._offer_latest, item)
             return
         if item is not None:
             while not self._room.acquire(timeout=0.1):  # wait for room, responsive to stop()

@@ -360,12 +360,13 @@ async def test_a_busy_consumer_finds_recorded_frames_waiting_without_a_wake_up_e
 
 
 async def test_a_consumer_waiting_for_a_slow_recording_gets_each_frame_at_once() -> None:
-    capture = StationCapture("s", SlowRecording(8, 0.03), fps=1000)  # reads slower than the rate
+    capture = StationCapture("s", SlowRecording(8, 0.1), fps=1000)  # reads slower than the rate
     wake_ups = count_wake_ups(capture)
     async with asyncio.timeout(10), capture:  # a frame withheld from a waiting consumer: fail, not hang
         ages = [time.time() - frame.captured_at async for frame in capture.frames()]
     assert len(ages) == 8
-    assert max(ages) < 0.025, ages  # handed over as read, not gathered
+    # handed over as read, not held for the next read (100 ms); the margin is for a loaded machine
+    assert max(ages) < 0.08, ages
     assert len(wake_ups) >= 8  # the waiting consumer was woken for each
 
 
