@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from workers.backbones.base import Backbone
-from workers.calibration import Calibration, calibrate
+from workers.calibration import Calibration, calibrate, suspect_references
 from workers.errors import ReferenceImagesError
 from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
@@ -140,6 +140,16 @@ def build_station_model(
     sizes = bank_sizes(inspector.backbone, max_bank)
     memory, bank_owners = _bank([v for ref in per_ref for v in ref], owners, sizes)
     calibration = _calibrate(inspector, references, memory, bank_owners, held_out, image_size, decoder)
+    suspects = suspect_references(calibration) if len(references) > 1 else []
+    if suspects:
+        logger.warning(
+            "station %s: reference(s) %s of %d (in file-name order) score at or above the threshold "
+            "against the others and would be flagged: check that they show good parts under the "
+            "station's lighting",
+            station_id,
+            ", ".join(str(i + 1) for i in suspects),
+            len(references),
+        )
     logger.info(
         "station %s: bank %s patches from %d references%s, threshold %.4f",
         station_id,

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers.calibration import Calibration, calibrate
+from workers.calibration import Calibration, calibrate, suspect_references, typical_top
 from workers.localization import fuse_levels, gaussian_blur, image_scores, self_similarity
 from workers.memory_bank import MemoryBank, greedy_coreset, nearest_distances, search_dtype
 
@@ -107,11 +107,16 @@ def test_normalize_maps_threshold_to_half(raw, expected):
 
 
 def test_calibrate_takes_highest_leave_one_out_score():
-    cal = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.0)
+    cal = calibrate(np.array([0.31, 0.42]), loo_pixel_median=0.2, margin=0.0)
     assert cal.threshold == pytest.approx(0.42)
-    assert cal.normal_scores == (0.31, 0.42, 0.37)
-    wider = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.5)
+    assert cal.normal_scores == (0.31, 0.42)
+    wider = calibrate(np.array([0.31, 0.42]), loo_pixel_median=0.2, margin=0.5)
     assert wider.threshold == pytest.approx(0.42 + 0.5 * 0.22)
+    # three or more: the second highest stands for the references; the highest, within the
+    # margin, is not suspect
+    three = calibrate(np.array([0.31, 0.42, 0.37]), loo_pixel_median=0.2, margin=0.5)
+    assert three.threshold == pytest.approx(0.37 + 0.5 * 0.17)
+    assert suspect_references(three) == []
     with pytest.raises(ValueError, match="must exceed"):
         Calibration(threshold=0.2, normal_level=0.2, normal_scores=())
 
@@ -127,6 +132,17 @@ def test_calibrate_places_the_threshold_between_normal_and_synthetic_defect_scor
     no_gap = calibrate(loo, 0.1, margin=1.0, anomaly_scores=np.array([0.25, 0.3, 0.28]))
     assert no_gap.threshold == pytest.approx(0.3 + 1.0 * 0.2)
     assert calibrate(loo, 0.1, margin=1.0, anomaly_scores=np.array([])).threshold == pytest.approx(0.5)
+
+
+def test_one_odd_reference_does_not_lift_the_threshold_above_every_defect():
+    # reference 3 (another lighting) scores 0.40 against the others; the median drawn defect 0.39
+    loo = np.array([0.27, 0.27, 0.29, 0.40])
+    defects = np.array([0.27, 0.33, 0.35, 0.37, 0.37, 0.39, 0.39, 0.39, 0.40, 0.40, 0.41, 0.45])
+    cal = calibrate(loo, 0.18, margin=1.0, anomaly_scores=defects)
+    assert cal.threshold == pytest.approx(0.29 + 0.5 * (0.39 - 0.29))  # not 0.40 + 0.22
+    assert suspect_references(cal) == [3]
+    assert typical_top(np.array([0.2, 0.9])) == 0.9  # two scores: nothing to set aside
+    assert typical_top(np.array([0.5])) == 0.5
 
 
 def test_self_similarity_ignores_the_window_and_finds_twins_elsewhere():

@@ -1,5 +1,6 @@
 """Building station models from references: calibration, one-reference case, persistence and invalidation."""
 
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from tests.workers.conftest import make_part
 from workers import bank_store
 from workers.backbones import load_backbone
+from workers.calibration import typical_top
 from workers.errors import ReferenceImagesError
 from workers.inspector import Inspector
 from workers.references import bank_sizes, build_station_model, exposed, list_reference_files, read_images
@@ -27,16 +29,32 @@ def test_one_reference_still_calibrates_and_finds_a_hole(inspector):
     assert hole.score > normal.score and hole.flagged
 
 
-def test_leave_one_out_scores_each_reference_and_threshold_is_their_max(inspector):
+def test_leave_one_out_scores_each_reference_and_threshold_clears_their_typical_top(inspector):
     refs = [make_part(s) for s in range(3)]
     model = build_station_model(inspector, "trio", refs, image_size=128, min_area=0.0, max_bank=None)
     scores = model.calibration.normal_scores
     assert len(scores) == 3
-    assert model.calibration.threshold >= max(scores)
+    assert model.calibration.threshold >= typical_top(np.array(scores))
     # a bank of all references makes each reference itself perfectly normal
     inspector.add_station(model)
     for res in inspector.inspect([("trio", r) for r in refs]):
         assert res.raw_score < min(scores)
+
+
+def test_an_odd_reference_is_named_and_does_not_set_the_threshold(inspector, caplog):
+    refs = [make_part(s) for s in range(4)]
+    refs[2] = make_part(2, defect="hole")  # a defective part slipped in among the references
+    with caplog.at_level(logging.WARNING, logger="workers.references"):
+        model = build_station_model(inspector, "odd", refs, image_size=128, min_area=0.0)
+    scores = model.calibration.normal_scores
+    assert max(scores) == scores[2]
+    # the other three decide: taken as the highest, the hole would lift the threshold above
+    # every defect and the station would flag nothing
+    assert model.calibration.threshold < scores[2]
+    assert "reference(s) 3 of 4" in caplog.text and "station odd" in caplog.text
+    inspector.add_station(model)
+    normal, hole = inspector.inspect([("odd", make_part(50)), ("odd", make_part(51, defect="hole"))])
+    assert hole.flagged and not normal.flagged
 
 
 def test_coreset_caps_bank_size_with_half_at_the_fine_level(inspector):
