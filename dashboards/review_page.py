@@ -175,6 +175,7 @@ STATION_PAGE = (
     + STYLE
     + """<style>pre{background:#1b1b1b;border:1px solid #333;padding:.6rem;overflow:auto;max-height:24rem}
 .refs img{height:110px;margin:.2rem;border:1px solid #444}.refs img.unused{opacity:.35}
+.refs img.suspect{border:3px solid #e44}
 dl{display:grid;grid-template-columns:12rem 1fr;gap:.2rem .8rem}dt{color:#999}</style></head><body>
 <h1 id=title>{station}</h1><p class=muted><a href="/">live view</a> · <a href="/review">review queue</a> ·
 <a href="/history">history</a></p>
@@ -205,18 +206,25 @@ async function load() {
   const resp = await fetch('/api/stations/' + encodeURIComponent(station));
   if (!resp.ok) { document.getElementById('counts').innerHTML = dl([['error', resp.status]]); return; }
   const d = await resp.json(), s = d.summary || {}, m = d.model;
+  const suspects = (m && m.suspect_references) || [];
   document.getElementById('counts').innerHTML = dl([['product', s.product], ['inspected', s.inspections],
     ['flagged', s.flagged], ['awaiting review', s.unreviewed], ['last frame', s.last_captured_at]]);
   document.getElementById('model').innerHTML = m ? dl([['backbone', m.backbone], ['device', m.device],
     ['inspection size', m.image_size + ' px'], ['memory bank (per level)', m.bank.join(' / ') || 'none'],
     ['zero-shot decoder', m.decoder ? 'yes' : 'no'], ['threshold (raw)', m.threshold.toFixed(4)],
     ['normal level (raw)', m.normal_level.toFixed(4)],
-    ['references held out (raw scores)', m.normal_scores.map((x) => x.toFixed(4)).join(', ')]])
+    ['references held out (raw scores)', m.normal_scores.map((x) => x.toFixed(4)).join(', ')],
+    ['references that score like defects', suspects.map((i) => d.references[i]?.name ?? '#' + (i + 1))
+      .join(', ') || 'none']])
     : dl([['model', 'no worker has loaded this station yet']]);
-  document.getElementById('refs').innerHTML = d.references.map((r) =>
-    `<img class="${r.used ? '' : 'unused'}" title="${esc(r.name)}${r.used ? '' : ' (beyond k)'}"
-      src="/stations/${encodeURIComponent(station)}/references/${encodeURIComponent(r.name)}">`).join('')
-    || '<p class=muted>none (zero-shot)</p>';
+  // held-out scores are in file-name order, as the references are listed
+  document.getElementById('refs').innerHTML = d.references.map((r, i) => {
+    const odd = r.used && suspects.includes(i);
+    const note = r.used ? (odd ? ' (scores at or above the threshold against the others: check it)' : '')
+      : ' (beyond k)';
+    return `<img class="${r.used ? (odd ? 'suspect' : '') : 'unused'}" title="${esc(r.name + note)}"
+      src="/stations/${encodeURIComponent(station)}/references/${encodeURIComponent(r.name)}">`;
+  }).join('') || '<p class=muted>none (zero-shot)</p>';
   document.getElementById('config').textContent = d.config_yaml;
   chart(d.hourly);
 }

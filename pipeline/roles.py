@@ -143,6 +143,7 @@ async def publish_models(r: Any, inspectors: dict[str, Any]) -> None:
     import json
 
     from pipeline import keys
+    from workers.calibration import suspect_references
 
     for station_id, inspector in inspectors.items():
         model = inspector.stations[station_id]
@@ -155,6 +156,8 @@ async def publish_models(r: Any, inspectors: dict[str, Any]) -> None:
             "threshold": model.calibration.threshold,
             "normal_level": model.calibration.normal_level,
             "normal_scores": list(model.calibration.normal_scores),
+            # held-out references (in file-name order) at or above the threshold: shown as suspect
+            "suspect_references": suspect_references(model.calibration),
             "loaded_at": time.time(),
         }
         await r.set(keys.station_model(station_id), json.dumps(info))

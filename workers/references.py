@@ -140,7 +140,7 @@ def build_station_model(
     sizes = bank_sizes(inspector.backbone, max_bank)
     memory, bank_owners = _bank([v for ref in per_ref for v in ref], owners, sizes)
     calibration = _calibrate(inspector, references, memory, bank_owners, held_out, image_size, decoder)
-    suspects = suspect_references(calibration) if len(references) > 1 else []
+    suspects = suspect_references(calibration)
     if suspects:
         logger.warning(
             "station %s: reference(s) %s of %d (in file-name order) score at or above the threshold "

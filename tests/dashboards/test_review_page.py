@@ -111,3 +111,64 @@ def test_the_station_page_shows_counts_chart_and_configuration(served: tuple[str
         assert page.locator("#config").inner_text().strip() == "{}"  # what the seeded row holds
         page.screenshot(path=str(ARTIFACTS / "station.png"))
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
+def test_the_station_page_marks_a_reference_that_scores_like_a_defect(tmp_path: Path) -> None:
+    """A worker's model says held-out reference 2 of 3 reached the threshold (another lighting, a
+    bad part among the references): its thumbnail is outlined and it is named by file."""
+    import json
+
+    import cv2
+    import numpy as np
+    import redis
+    from playwright.sync_api import sync_playwright
+
+    from config.station import StationConfig
+    from pipeline import keys
+
+    settings = load_settings(data_dir=tmp_path)
+    upgrade(settings.effective_database_url)
+    store = Store.open(settings.effective_database_url)
+    add_users(store)
+    seed_defects(store, tmp_path)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        cv2.imwrite(str(refs / name), np.full((60, 80, 3), 120, np.uint8))
+    config = StationConfig.model_validate(
+        {"id": "line-1", "camera": {"source": 0}, "product": {"name": "bottle"}}
+        | {"references": {"folder": str(refs), "k": 3}}
+    )
+    model = {
+        "backbone": "packaged:efficientnet-lite0",
+        "device": "cpu",
+        "image_size": 320,
+        "bank": [512, 1024, 1024],
+        "decoder": False,
+        "threshold": 0.3,
+        "normal_level": 0.1,
+        "normal_scores": [0.2, 0.45, 0.21],
+        "suspect_references": [1],
+    }
+    with start_embedded(tmp_path / "r") as redis_server:
+        sync = redis.Redis.from_url(redis_server.url)
+        sync.set(keys.station_model("line-1"), json.dumps(model))
+        sync.close()
+        with (
+            serve(create_app(settings, redis_server.url, ["line-1"], {"line-1": config})) as url,
+            sync_playwright() as p,
+        ):
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_context(viewport={"width": 1100, "height": 1400}).new_page()
+            browser_login(page, url, "vera")
+            page.goto(url + "/stations/line-1")
+            page.wait_for_function("document.querySelectorAll('#refs img').length === 4")
+            suspect = page.locator("#refs img.suspect")
+            assert suspect.count() == 1
+            assert "b.png" in suspect.get_attribute("title")
+            assert page.locator("#refs img.unused").count() == 1  # d.png, beyond k
+            assert "references that score like defects\nb.png" in page.locator("#model").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "station-suspect-reference.png"), full_page=True)
+            browser.close()
+    store.close()
