@@ -3,14 +3,20 @@ database changes; a viewer sees the queue but cannot decide. Screenshots go to t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import redis
 from sqlalchemy import select
 
 from config.service import load_settings
+from config.station import StationConfig
 from dashboards.app import create_app
+from pipeline import keys
 from pipeline.redis_server import start_embedded
 from pipeline.store.models import Defect, Review
 from pipeline.store.schema import upgrade
@@ -117,15 +123,7 @@ def test_the_station_page_shows_counts_chart_and_configuration(served: tuple[str
 def test_the_station_page_marks_a_reference_that_scores_like_a_defect(tmp_path: Path) -> None:
     """A worker's model says held-out reference 2 of 3 reached the threshold (another lighting, a
     bad part among the references): its thumbnail is outlined and it is named by file."""
-    import json
-
-    import cv2
-    import numpy as np
-    import redis
     from playwright.sync_api import sync_playwright
-
-    from config.station import StationConfig
-    from pipeline import keys
 
     settings = load_settings(data_dir=tmp_path)
     upgrade(settings.effective_database_url)
