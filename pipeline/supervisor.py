@@ -64,6 +64,10 @@ class Supervisor:
         self.redis_url = redis_url
         self._redis: Any = None
         self.host = socket.gethostname()
+        # one report at a time, each taking its snapshot when it gets the lock: reports on separate
+        # pooled connections could otherwise land out of order and a stale one (a child not yet
+        # started, pid None) overwrite a newer one until the next periodic report
+        self._report_lock = asyncio.Lock()
 
     async def _start(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(*child.argv, env=self.env)
@@ -138,17 +142,20 @@ class Supervisor:
         from pipeline import keys, problems, streams
 
         key = keys.supervised(self.host)
-        mapping = {c.name: json.dumps(c.as_dict()) for c in self.children}
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=mapping)
-                pipe.expire(key, round(3 * REPORT_EVERY_S))
-                await pipe.execute()
-            if restarted is not None:
-                name = f"process:{self.host}:{restarted.name}"
-                await problems.report(self._redis, name, problem, RESTART_PROBLEM_TTL_S, role="supervisor")
-        except streams.TRANSIENT_ERRORS as e:
-            logger.warning("could not report the children's states to Redis: %s", e)
+        async with self._report_lock:
+            mapping = {c.name: json.dumps(c.as_dict()) for c in self.children}
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping=mapping)
+                    pipe.expire(key, round(3 * REPORT_EVERY_S))
+                    await pipe.execute()
+                if restarted is not None:
+                    name = f"process:{self.host}:{restarted.name}"
+                    await problems.report(
+                        self._redis, name, problem, RESTART_PROBLEM_TTL_S, role="supervisor"
+                    )
+            except streams.TRANSIENT_ERRORS as e:
+                logger.warning("could not report the children's states to Redis: %s", e)
 
     async def shutdown(self) -> None:
         """SIGTERM every child (they drain), wait up to the grace period, then SIGKILL the rest."""
