@@ -118,7 +118,7 @@ def typical_top(scores: np.ndarray) -> float:
 def suspect_references(calibration: Calibration) -> list[int]:
     """Indices of references whose leave-one-out score reaches the threshold: the others do not
     explain them, so they would be flagged as frames. None with a single score (one reference: its
-    held-out score compares views of one image, not references)."""
+    held-out score compares the halves of one image, not references)."""
     scores = calibration.normal_scores
     return [i for i, s in enumerate(scores) if s >= calibration.threshold] if len(scores) > 1 else []
 

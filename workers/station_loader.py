@@ -53,7 +53,7 @@ def bank_settings(station: StationConfig, decoder_id: dict | None = None) -> dic
         "min_area": station.regions.min_area,
         # how references are prepared and the threshold derived: a change rebuilds cached banks
         "preparation": "full-size-jpeg",
-        "calibration": "loo+synthetic-defects/typical-top",
+        "calibration": "loo+synthetic-defects/typical-top/one-reference-halves",
     }
     if station.model.mode != "few-shot":
         settings.update({"mode": station.model.mode, "decoder": decoder_id})
