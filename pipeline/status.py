@@ -40,9 +40,13 @@ async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
                     lags[name] = await streams.lag(r, stream, group)
                 except LookupError:
                     lags[name] = None
+            model: Any = await r.get(keys.station_model(s.id))
             out["stations"][s.id] = {
                 **state,
                 **lags,
+                # what the worker loaded (threshold, references that score like defects); None
+                # until a worker has loaded the station
+                "model": json.loads(model) if model else None,
                 "frames_in_stream": await r.xlen(keys.frames(s.id)),
                 "flagged_in_stream": await r.xlen(keys.flagged(s.id)),
             }
@@ -96,6 +100,14 @@ def render(report: dict, summaries: dict) -> str:
                 else "stored 0"
             )
         )
+        suspects = (st.get("model") or {}).get("suspect_references") or []
+        if suspects:
+            used = len((st.get("model") or {}).get("normal_scores") or [])
+            lines.append(
+                f"WARNING: {sid}: reference(s) {', '.join(str(i + 1) for i in suspects)} of {used} "
+                "(in file-name order) score at or above the threshold against the others and would be "
+                f"flagged: check that they show good parts under the station's lighting (/stations/{sid})"
+            )
     dead = {k: v for k, v in report["counters"].items() if v}
     if dead:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(dead.items())))

@@ -42,9 +42,13 @@ def test_status_reports_state_lag_and_stored_counts(tmp_path: Path, capsys: pyte
         sync.hset(
             keys.station_state("line-1"), mapping={"state": json.dumps("online"), "fps": json.dumps(4.8)}
         )
+        # what publish_models writes when a worker loads a station whose third reference is odd
+        model = {"threshold": 0.3, "normal_scores": [0.21, 0.24, 0.41, 0.2], "suspect_references": [2]}
+        sync.set(keys.station_model("line-1"), json.dumps(model))
         sync.close()
         code = status_main(settings, [_Station("line-1")], server.url, as_json=False)  # type: ignore[list-item]
     out = capsys.readouterr().out
     assert code == 0
     assert "line-1: camera online fps 4.8" in out
     assert "stored 2 flagged 1" in out
+    assert "WARNING: line-1: reference(s) 3 of 4 (in file-name order) score at or above" in out
