@@ -165,6 +165,11 @@ def halves(image: np.ndarray) -> list[np.ndarray]:
     """The image cut in two across its shorter side, so each half keeps the longer side and is
     inspected at the image's own scale (``inspection_shape`` scales the longer side)."""
     h, w = image.shape[:2]
+    if min(h, w) < 2:
+        raise ReferenceImagesError(
+            f"a one-reference station cuts its reference in two to calibrate, and this one is {w}x{h} "
+            "px; give a reference of at least 2 px on each side (better: a full view of a good part)"
+        )
     if h >= w:
         return [image[:, : w // 2].copy(), image[:, w // 2 :].copy()]
     return [image[: h // 2].copy(), image[h // 2 :].copy()]

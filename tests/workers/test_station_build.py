@@ -52,6 +52,11 @@ def test_one_reference_is_held_out_as_other_parts_differ_from_it(inspector):
     assert not any(score >= model.calibration.threshold for score in good)
 
 
+def test_a_one_pixel_high_reference_is_refused_with_its_size(inspector):
+    with pytest.raises(ReferenceImagesError, match="40x1 px"):
+        build_station_model(inspector, "thin", [np.zeros((1, 40, 3), np.uint8)], image_size=64, min_area=0.0)
+
+
 def test_leave_one_out_scores_each_reference_and_threshold_clears_their_typical_top(inspector):
     refs = [make_part(s) for s in range(3)]
     model = build_station_model(inspector, "trio", refs, image_size=128, min_area=0.0, max_bank=None)
