@@ -13,6 +13,7 @@ from redis import exceptions as redis_errors
 from config.service import ServiceSettings
 from config.station import StationConfig
 from pipeline import keys, problems, streams
+from workers.calibration import suspect_warning
 
 
 async def collect(redis_url: str, stations: list[StationConfig]) -> dict:
@@ -102,12 +103,7 @@ def render(report: dict, summaries: dict) -> str:
         )
         suspects = (st.get("model") or {}).get("suspect_references") or []
         if suspects:
-            used = len((st.get("model") or {}).get("normal_scores") or [])
-            lines.append(
-                f"WARNING: {sid}: reference(s) {', '.join(str(i + 1) for i in suspects)} of {used} "
-                "(in file-name order) score at or above the threshold against the others and would be "
-                f"flagged: check that they show good parts under the station's lighting (/stations/{sid})"
-            )
+            lines.append(f"WARNING: {suspect_warning(sid, suspects)} (/stations/{sid})")
     dead = {k: v for k, v in report["counters"].items() if v}
     if dead:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(dead.items())))

@@ -123,6 +123,15 @@ def suspect_references(calibration: Calibration) -> list[int]:
     return [i for i, s in enumerate(scores) if s >= calibration.threshold] if len(scores) > 1 else []
 
 
+def suspect_warning(station_id: str, suspects: list[int]) -> str:
+    """What the station log and ``linewatch status`` say about ``suspect_references``."""
+    return (
+        f"station {station_id}: reference(s) {', '.join(str(i + 1) for i in suspects)} (in file-name "
+        "order) score at or above the threshold against the others and would be flagged: check that "
+        "they show good parts under the station's lighting"
+    )
+
+
 #: the rule for zero-shot stations without references, where nothing normal can be scored: flag
 #: where the decoder's own decision says "abnormal", i.e. where the abnormal-state probability
 #: (averaged over levels, smoothed, maximum over the frame) reaches one half. With the normal level

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from workers.backbones.base import Backbone
-from workers.calibration import Calibration, calibrate, suspect_references
+from workers.calibration import Calibration, calibrate, suspect_references, suspect_warning
 from workers.errors import ReferenceImagesError
 from workers.evaluation.synthetic_anomalies import synthesize
 from workers.inspector import Inspector, inspection_shape
@@ -142,14 +142,7 @@ def build_station_model(
         )
     suspects = suspect_references(calibration)
     if suspects:
-        logger.warning(
-            "station %s: reference(s) %s of %d (in file-name order) score at or above the threshold "
-            "against the others and would be flagged: check that they show good parts under the "
-            "station's lighting",
-            station_id,
-            ", ".join(str(i + 1) for i in suspects),
-            len(references),
-        )
+        logger.warning("%s", suspect_warning(station_id, suspects))
     logger.info(
         "station %s: bank %s patches from %d references%s, threshold %.4f",
         station_id,

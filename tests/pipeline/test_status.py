@@ -51,4 +51,4 @@ def test_status_reports_state_lag_and_stored_counts(tmp_path: Path, capsys: pyte
     assert code == 0
     assert "line-1: camera online fps 4.8" in out
     assert "stored 2 flagged 1" in out
-    assert "WARNING: line-1: reference(s) 3 of 4 (in file-name order) score at or above" in out
+    assert "WARNING: station line-1: reference(s) 3 (in file-name order) score at or above" in out
