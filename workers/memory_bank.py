@@ -65,6 +65,8 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor
     memory stays bounded for any Q, N.
     """
     q_count, n = queries.shape[0], bank.shape[0]
+    if n == 0:
+        raise ValueError("nearest_distances: the bank level is empty")
     dtype = bank.dtype
     q_aug = queries.new_empty((q_count, queries.shape[1] + 1), dtype=dtype)  # one copy, cast in place
     q_aug[:, :-1] = queries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -126,6 +127,7 @@ def build_station_model(
         return _zero_shot_model(inspector, station_id, references, image_size, min_area, decoder)
     if 1.0 not in scales:
         raise ValueError(f"reference scales must include 1.0, got {tuple(scales)}")
+    _refuse_duplicates(station_id, references)
     if any(g <= 0 for g in exposures):
         raise ValueError(f"exposure gains must be positive, got {tuple(exposures)}")
     exposures = exposures if augment else ()
@@ -154,14 +156,20 @@ def build_station_model(
     return StationModel(station_id, memory, calibration, image_size, min_area, decoder)
 
 
+#: a one-reference station's reference must be at least this many pixels on its shorter side:
+#: halves of 1 px leave no room for the synthetic defects calibration draws on them
+MIN_HALVES_SIDE = 4
+
+
 def halves(image: np.ndarray) -> list[np.ndarray]:
     """The image cut in two across its shorter side, so each half keeps the longer side and is
     inspected at the image's own scale (``inspection_shape`` scales the longer side)."""
     h, w = image.shape[:2]
-    if min(h, w) < 2:
+    if min(h, w) < MIN_HALVES_SIDE:
         raise ReferenceImagesError(
             f"a one-reference station cuts its reference in two to calibrate, and this one is {w}x{h} "
-            "px; give a reference of at least 2 px on each side (better: a full view of a good part)"
+            f"px; give a reference of at least {MIN_HALVES_SIDE} px on each side (better: a full view of a "
+            "good part)"
         )
     if h >= w:
         return [image[:, : w // 2].copy(), image[:, w // 2 :].copy()]
@@ -257,8 +265,8 @@ def _bank(
         patches = torch.cat([v[lv] for v in view_patches])
         own = torch.cat([torch.full((v[lv].shape[0],), o) for v, o in zip(view_patches, owners, strict=True)])
         if sizes is not None and patches.shape[0] > sizes[lv]:
-            keep = greedy_coreset(patches, sizes[lv])
-            patches, own = patches[keep], own[keep]
+            keep = greedy_coreset(patches, sizes[lv])  # on the patches' device (a GPU's)
+            patches, own = patches[keep], own[keep.to(own.device)]
         levels.append(patches)
         level_owners.append(own)
     return MemoryBank.from_patches(levels), level_owners
@@ -283,7 +291,7 @@ def _calibrate(
     rng = np.random.default_rng(0)  # the same references always give the same threshold
     for i in held_out:
         image = references[i]
-        held_bank = MemoryBank([lv[own != i] for lv, own in zip(bank.levels, owners, strict=True)])
+        held_bank = MemoryBank([_without(lv, own, i) for lv, own in zip(bank.levels, owners, strict=True)])
         tmp = inspector.place(StationModel("calibration", held_bank, _PLACEHOLDER, image_size, 0.0, decoder))
         donors = [r for j, r in enumerate(references) if j != i]
         # the held-out reference itself (normal) and the same image with synthetic defects drawn on
@@ -297,6 +305,28 @@ def _calibrate(
             else:
                 anomalies.append(float(image_scores(maps)[0]))
     return calibrate(np.array(scores), float(np.median(medians)), anomaly_scores=np.array(anomalies))
+
+
+def _without(level: torch.Tensor, owners: torch.Tensor, i: int) -> torch.Tensor:
+    """A bank level without reference ``i``'s patches. When the coreset kept only ``i``'s (its
+    patches tie with the others', as in a uniform surface cut in halves, and ties go to the first
+    owner), the others duplicate what was kept, so the whole level is what they would match."""
+    rest = level[owners.to(level.device) != i]
+    return rest if rest.shape[0] else level
+
+
+def _refuse_duplicates(station_id: str, references: Sequence[np.ndarray]) -> None:
+    """The same image twice among the references is a mistake (a copied file): held out against
+    its twin it scores as nothing else can, and it teaches the bank nothing new."""
+    seen: dict[bytes, int] = {}
+    for i, image in enumerate(references):
+        digest = hashlib.sha256(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).digest()
+        if digest in seen:
+            raise ReferenceImagesError(
+                f"station {station_id}: references {seen[digest] + 1} and {i + 1} (in file-name order) "
+                "are the same image; give different good parts"
+            )
+        seen[digest] = i
 
 
 # raw_maps needs a StationModel; its calibration is not used there

@@ -102,7 +102,9 @@ def _decoded(jpeg: bytes) -> np.ndarray:
 
 def _device_path_matches_host_path(inspector: Inspector, device: str) -> None:
     model = inspector.stations["line-a"]
-    on_device = Inspector(inspector.backbone, device=device)
+    # a backbone of its own: an Inspector moves its backbone to its device and dtype in place, so
+    # sharing the module fixture's would leave the host inspector with a GPU fp16 backbone
+    on_device = Inspector(load_backbone("packaged:efficientnet-lite0"), device=device)
     on_device.add_station(model)
     hole, _ = synthetic_part(220, defect="hole")
     frames = [make_part(130), hole, make_part(131, size=(64, 200))]  # two shapes in one call
@@ -137,6 +139,20 @@ def test_gpu_decode_and_preprocessing_match_the_cpu_path(inspector):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     _device_path_matches_host_path(inspector, "cuda")
+
+
+@pytest.mark.gpu
+def test_a_station_bank_builds_on_the_gpu():
+    """The coreset runs on the GPU; indexing the CPU owner labels with its GPU indices raised
+    "indices should be either on cpu or on the same device as the indexed tensor"."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = Inspector(load_backbone("packaged:efficientnet-lite0"), device="cuda")
+    refs = [make_part(seed) for seed in range(4)]
+    gpu.add_station(build_station_model(gpu, "line-g", refs, image_size=128, min_area=0.002))
+    hole, _ = synthetic_part(220, defect="hole")
+    normal, bad = gpu.inspect([("line-g", make_part(120)), ("line-g", hole)])
+    assert bad.flagged and not normal.flagged
 
 
 def test_bf16_bank_search_scores_like_the_fp32_search(inspector):
