@@ -275,7 +275,7 @@ class InspectWorker:
                     score=round(res.score, 5),
                     flagged=res.flagged,
                     latency_ms=round((now - msg.captured_at) * 1000, 2),
-                    regions=[r.scaled(sx, sy).as_dict() for r in res.regions],
+                    regions=[r.scaled(sx, sy, (height, width)).as_dict() for r in res.regions],
                     heatmap_png=encode_heatmap(res.heatmap),
                     worker=self.name,
                     timings={k: round(v, 3) for k, v in res.timings.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import cv2
@@ -30,15 +31,24 @@ class Region:
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
 
-    def scaled(self, sx: float, sy: float) -> Region:
-        """The same region on a frame ``sx`` times wider and ``sy`` times taller (e.g. the original)."""
-        return replace(
-            self,
-            x=round(self.x * sx),
-            y=round(self.y * sy),
-            w=max(1, round(self.w * sx)),
-            h=max(1, round(self.h * sy)),
-        )
+    def scaled(self, sx: float, sy: float, frame_size: tuple[int, int] | None = None) -> Region:
+        """The same region on a frame ``sx`` times wider and ``sy`` times taller (e.g. the original),
+        kept inside ``frame_size`` = (H, W) when given."""
+        height, width = frame_size if frame_size is not None else (None, None)
+        x, w = span(self.x, self.w, sx, width)
+        y, h = span(self.y, self.h, sy, height)
+        return replace(self, x=x, y=y, w=w, h=h)
+
+
+def span(start: float, length: float, scale: float, limit: int | None = None) -> tuple[int, int]:
+    """(start, length) of ``[start, start + length)`` scaled by ``scale`` in whole pixels: the box's
+    outer edges, rounded outwards and kept within ``[0, limit)``. Rounding the start and the length
+    separately (half to even) let a box end a pixel past the frame (row 428 of a 427-row frame)."""
+    a = max(0, math.floor(start * scale + 1e-9))
+    b = math.ceil((start + length) * scale - 1e-9)
+    if limit is not None:
+        a, b = min(a, limit - 1), min(b, limit)
+    return a, max(1, b - a)
 
 
 def position_word(cx: float, cy: float) -> str:
@@ -75,10 +85,7 @@ def find_regions(
             (
                 peak,
                 Region(
-                    x=round(x * sx),
-                    y=round(y * sy),
-                    w=max(1, round(bw * sx)),
-                    h=max(1, round(bh * sy)),
+                    *_box(x, y, bw, bh, sx, sy, frame_size),
                     area=round(float(core.sum()) / (h * w), 6),
                     peak=round(min(peak, 1.0), 4),
                     position=position_word((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
@@ -87,6 +94,14 @@ def find_regions(
         )
     # ranked on the unclipped peak: strong defects all reach 1.0 once clipped
     return [r for _, r in sorted(ranked, key=lambda pr: pr[0], reverse=True)]
+
+
+def _box(
+    x: int, y: int, bw: int, bh: int, sx: float, sy: float, frame_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(x, y, w, h) in the frame's pixels of a box of map cells."""
+    (fx, fw), (fy, fh) = span(x, bw, sx, frame_size[1]), span(y, bh, sy, frame_size[0])
+    return fx, fy, fw, fh
 
 
 def describe(regions: list[Region]) -> str:

@@ -58,3 +58,20 @@ def test_scaled_region_maps_boxes_to_the_original_frame():
     big = r.scaled(2.0, 3.0)
     assert (big.x, big.y, big.w, big.h) == (40, 30, 20, 30)
     assert (big.position, big.area, big.peak) == (r.position, r.area, r.peak)
+
+
+@pytest.mark.parametrize(
+    ("grid", "frame"), [((56, 80), (427, 640)), ((47, 63), (375, 500)), ((10, 3), (31, 10))]
+)
+def test_boxes_stay_inside_the_frame_and_cover_the_region(grid, frame):
+    """A region reaching the map's bottom right corner ends at the frame's last pixel, not one past
+    it (rounding start and length separately gave y + h = 428 in a 427-row frame)."""
+    h, w = grid
+    m = np.zeros(grid, dtype=np.float32)
+    m[h // 2 :, w // 2 :] = 1.0
+    (r,) = find_regions(m, frame, min_area=0.0)
+    assert (r.x + r.w, r.y + r.h) == (frame[1], frame[0])
+    # the box covers the cells' full extent in the frame
+    assert r.x <= (w // 2) * frame[1] / w and r.y <= (h // 2) * frame[0] / h
+    big = r.scaled(3.0, 3.0, (frame[0] * 3 - 1, frame[1] * 3 - 1))
+    assert (big.x + big.w, big.y + big.h) == (frame[1] * 3 - 1, frame[0] * 3 - 1)
