@@ -217,13 +217,13 @@ class Inspector:
         out = []
         for j, size in enumerate(sizes):
             regions = find_regions(grid_norm[j], size, model.min_area)
-            score = float(model.calibration.normalize(scores[j]))
+            raw = float(scores[j])  # float64 like the threshold: a float32 compare rounds it
             out.append(
                 InspectionResult(
                     station_id=model.station_id,
-                    score=score,
-                    raw_score=float(scores[j]),
-                    flagged=bool(scores[j] >= model.calibration.threshold),
+                    score=float(model.calibration.normalize(raw)),
+                    raw_score=raw,
+                    flagged=raw >= model.calibration.threshold,
                     heatmap=(norm[j] * 255).round().astype(np.uint8),
                     regions=regions,
                 )

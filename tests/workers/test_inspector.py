@@ -41,6 +41,20 @@ def test_defects_are_flagged_and_located_normals_pass(inspector):
     assert r.x <= cx <= r.x + r.w and r.y <= cy <= r.y + r.h
 
 
+def test_a_score_just_below_the_threshold_is_neither_flagged_nor_half(inspector):
+    """Raw scores are float32 and the threshold a float64: compared in float32, a score a hair
+    below the threshold was flagged while its normalised score said 0.4999999 and no region."""
+    model = inspector.stations["line-a"]
+    hole, _ = synthetic_part(200, defect="hole")
+    (first,) = inspector.inspect([("line-a", hole)])
+    calibration = replace(model.calibration, threshold=first.raw_score + 1e-9)  # float32-equal
+    probe = Inspector(inspector.backbone, device="cpu")
+    probe.add_station(replace(model, calibration=calibration))
+    (res,) = probe.inspect([("line-a", hole)])
+    assert res.raw_score < calibration.threshold
+    assert not res.flagged and res.score < 0.5 and not res.regions
+
+
 def test_results_keep_input_order_across_stations_and_sizes(inspector):
     model = inspector.stations["line-a"]
     inspector.add_station(replace(model, station_id="line-b"))
