@@ -198,6 +198,24 @@ async def test_frames_are_sent_at_the_inspection_size_and_originals_kept(tmp_pat
         assert abs(int(decode(packet).mean()) - int(decode(f.jpeg).mean())) <= 3
 
 
+@pytest.mark.parametrize("size", [(120, 160), (600, 800)])
+async def test_references_are_prepared_exactly_as_frames_reach_the_worker(tmp_path: Path, size) -> None:
+    """A reference and a frame of the same image must look the same to the model: resized to the
+    inspection size, then compressed once. References used to be compressed at full size."""
+    from workers.frames import decode_frame
+    from workers.station_loader import as_captured
+
+    image = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (*size, 3), np.uint8), (0, 0), 1.5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "part.png"), image)
+    async with StationCapture("s", make_source(str(folder)), fps=120, inspection_size=80) as capture:
+        (frame,) = await collect(capture)
+    seen = decode_frame(frame.jpeg, frame.width, frame.height, 80)
+    assert seen is not None
+    assert np.array_equal(as_captured(image, 80), seen)
+
+
 async def test_originals_of_decoded_sources_are_kept_as_frames(tmp_path: Path) -> None:
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"FFV1"), 10, (160, 120))

@@ -216,3 +216,30 @@ def test_reference_folder_errors_name_the_problem(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(ReferenceImagesError, match="cannot be read"):
         read_images([bad])
+
+
+def test_replacing_a_local_weight_file_changes_the_bank_key(tmp_path):
+    """``hf:DIR`` or ``open_clip:MODEL/FILE`` weights replaced at the same path used to reuse the
+    banks computed with the old weights: the key held only the spec string."""
+    import os
+
+    from config.station import StationConfig
+    from workers.station_loader import bank_settings
+
+    (tmp_path / "model.safetensors").write_bytes(b"old weights")
+    (tmp_path / "refs").mkdir()
+    station = StationConfig.model_validate(
+        {
+            "id": "s",
+            "camera": {"source": 0},
+            "product": {"name": "part"},
+            "model": {"backbone": f"hf:{tmp_path}"},
+            "references": {"folder": str(tmp_path / "refs")},
+        }
+    )
+    before = bank_settings(station)
+    assert bank_settings(station) == before  # stable while the file stays
+    (tmp_path / "model.safetensors").write_bytes(b"new weights")
+    # same size; its time set apart explicitly, as two writes within a clock tick can share one
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    assert bank_settings(station)["weights"] != before["weights"]
