@@ -135,11 +135,40 @@ class ResultMessage:
         _check_version(fields, "result")
         try:
             meta = json.loads(_get(fields, "meta"))
-            return cls(**meta, heatmap_png=fields.get(b"heatmap", b""), frame_jpeg=fields.get(b"frame", b""))
+            heatmap, frame = fields.get(b"heatmap", b""), fields.get(b"frame", b"")
+            message = cls(**meta, heatmap_png=heatmap, frame_jpeg=frame)
         except (ValueError, TypeError) as e:
             if isinstance(e, MessageError):
                 raise
             raise MessageError(f"malformed result message: {e}") from e
+        message._check_types()
+        return message
+
+    def _check_types(self) -> None:
+        """Valid JSON of the wrong types (a null score, a string seq) would pass ``from_fields`` and
+        crash the recorder's insert (TypeError), and the whole batch would be redelivered with it
+        until every good result in it was dead-lettered too."""
+        expected: dict[str, tuple[type, ...]] = {
+            "station_id": (str,),
+            "seq": (int,),
+            "captured_at": (int, float),
+            "inspected_at": (int, float),
+            "score": (int, float),
+            "flagged": (bool,),
+            "latency_ms": (int, float),
+            "regions": (list,),
+            "worker": (str,),
+            "timings": (dict,),
+            "width": (int,),
+            "height": (int,),
+        }
+        for name, types in expected.items():
+            value = getattr(self, name)
+            # bool is an int to Python, never a number or a count here
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise MessageError(f"malformed result message: {name} is {value!r}")
+        if not all(isinstance(r, dict) for r in self.regions):
+            raise MessageError(f"malformed result message: regions {self.regions!r} are not objects")
 
 
 #: what a verdict says about the LLM's part; the store keeps the same words in ``verdict_status``

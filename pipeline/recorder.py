@@ -132,7 +132,7 @@ class Recorder:
             claimed = await streams.claim_stale(
                 self.r, stream, keys.RECORD_GROUP, self.name, o.claim_idle_ms, o.batch_size
             )
-            claimed = [e for e in claimed if not self.verdicts.holds(e.id)]  # waiting here already
+            claimed = [e for e in claimed if not self.verdicts.holds(e)]  # waiting here already
             entries += (
                 await streams.dead_letter_if_exhausted(
                     self.r, stream, keys.RECORD_GROUP, claimed, o.max_deliveries
@@ -159,7 +159,7 @@ class Recorder:
         if verdicts:
             await self.verdicts.record(verdicts)
         if originals:
-            await self._record_originals(originals)
+            await self._record_originals(originals, stop)
 
     async def _record_results(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
         if not entries:
@@ -175,11 +175,13 @@ class Recorder:
         unstorable = await self._commit(results, evidence, stop)
         if unstorable is None:
             return  # stopping during an outage: the batch stays pending in Redis for next time
-        by_id = {e.id: r.id for e, r in zip(good, results, strict=True)}
-        for entry in [e for e in good if by_id[e.id] in unstorable]:  # kept for a person to look at
-            reason = unstorable[by_id[entry.id]]
-            await streams.bury(self.r, keys.RECORD_GROUP, entry, reason)
-        done = [e for e in good if by_id[e.id] not in unstorable]
+        # paired by position: two stations' result streams often hold the same entry id (one
+        # worker writes both in one pipeline), so an entry id names no result on its own
+        paired = list(zip(good, results, strict=True))
+        for entry, result in paired:
+            if result.id in unstorable:  # kept for a person to look at
+                await streams.bury(self.r, keys.RECORD_GROUP, entry, unstorable[result.id])
+        done = [entry for entry, result in paired if result.id not in unstorable]
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
         stored = [r for r in results if r.id not in unstorable]
         self.recorded += len(stored)
@@ -243,7 +245,7 @@ class Recorder:
             await streams.reconnecting(partial(problems.clear, self.r, EVIDENCE_PROBLEM), what="problems")
             self._evidence_problem = False
 
-    async def _record_originals(self, entries: list[streams.Entry]) -> None:
+    async def _record_originals(self, entries: list[streams.Entry], stop: asyncio.Event) -> None:
         """Replace inspection-size evidence by capture's originals (the batch's files in one thread
         hop, the paths in one transaction); acked once written, or failed: the inspection-size
         evidence stands, and a full disk is reported like any evidence failure."""
@@ -260,20 +262,25 @@ class Recorder:
             if isinstance(outcome, EvidenceError):
                 await self._evidence_failed(frame.station_id, frame.id, str(outcome))
         paths = [(f.station_id, f.seq, p) for f, p in written if isinstance(p, str)]
-        await self._commit_evidence_paths(paths)
+        if not await self._commit_evidence_paths(paths, stop):
+            return  # stopping during an outage: the entries stay pending for next time
         await streams.reconnecting(lambda: streams.ack(self.r, keys.RECORD_GROUP, done), what="ack")
 
-    async def _commit_evidence_paths(self, paths: list[tuple[str, int, str]]) -> None:
-        """Defects stored without evidence (disk full then) get their original's path."""
+    async def _commit_evidence_paths(self, paths: list[tuple[str, int, str]], stop: asyncio.Event) -> bool:
+        """Defects stored without evidence (disk full then) get their original's path. False when
+        stopping during an outage (as ``_commit``: a stop must not wait for the database)."""
         delay = 0.5
         while paths:
             try:
                 await asyncio.to_thread(self.store.set_evidence_paths, paths)
-                return
+                return True
             except StoreUnavailable as e:
                 logger.warning("database unavailable (%s); %d originals' paths wait", e, len(paths))
-                await asyncio.sleep(delay)
-                delay = min(self.options.retry_max_s, delay * 2)
+            if stop.is_set():
+                return False
+            await asyncio.sleep(delay)
+            delay = min(self.options.retry_max_s, delay * 2)
+        return True
 
 
 Written = tuple[FrameMessage, str | EvidenceError]  # an original and its file's path, or why not

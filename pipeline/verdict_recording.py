@@ -36,11 +36,12 @@ class VerdictRecording:
         self.store = store
         self.max_wait_s = max_wait_s
         self.stored = 0
-        self.waiting: dict[str, _Waiting] = {}
+        # keyed by (stream, entry id): two stations' verdict streams often hold the same entry id
+        self.waiting: dict[tuple[str, str], _Waiting] = {}
         self._last_retry = 0.0
 
-    def holds(self, entry_id: str) -> bool:
-        return entry_id in self.waiting
+    def holds(self, entry: streams.Entry) -> bool:
+        return (entry.stream, entry.id) in self.waiting
 
     async def record(self, entries: list[streams.Entry]) -> None:
         """Store new verdict entries (bad ones are dead-lettered); early ones start waiting."""
@@ -51,7 +52,7 @@ class VerdictRecording:
             except MessageError as e:
                 await streams.bury(self.r, keys.RECORD_GROUP, entry, str(e))
                 continue
-            self.waiting.setdefault(entry.id, _Waiting(entry, verdict, now))
+            self.waiting.setdefault((entry.stream, entry.id), _Waiting(entry, verdict, now))
         await self._attempt()
 
     async def retry_if_due(self) -> None:
@@ -76,9 +77,9 @@ class VerdictRecording:
             )
             self.stored += len(done)
         for w in done:
-            del self.waiting[w.entry.id]
+            del self.waiting[(w.entry.stream, w.entry.id)]
         for w in [w for w in pending if w.verdict.id in early_ids]:
             if time.monotonic() - w.since > self.max_wait_s:
                 reason = f"no defect row for {w.verdict.id} after {self.max_wait_s:.0f} s"
                 await streams.bury(self.r, keys.RECORD_GROUP, w.entry, reason)
-                del self.waiting[w.entry.id]
+                del self.waiting[(w.entry.stream, w.entry.id)]

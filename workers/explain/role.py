@@ -72,7 +72,9 @@ class Explainer:
         self.tracker = EpisodeTracker()
         self.backlogs = {s.id: Backlog[_Job](s.explainer.max_pending) for s in stations}
         self.counts = {"asked": 0, "requests": 0, "episode": 0, "skipped": 0, "failed": 0, "dead": 0}
-        self._held: set[str] = set()  # entry ids in a backlog or being asked: never claimed back
+        # (stream, entry id) of entries in a backlog or being asked: never claimed back (entry ids
+        # alone repeat across stations' streams)
+        self._held: set[tuple[str, str]] = set()
         self._busy = 0
         self._idle = asyncio.Event()
         self._last_claim = 0.0
@@ -116,7 +118,7 @@ class Explainer:
             await self._publish(entry, verdict_message(result, outcome, "", time.monotonic(), place.head))
             self.counts["episode"] += 1
             return
-        self._held.add(entry.id)
+        self._held.add((entry.stream, entry.id))
         for old in self.backlogs[station.id].push(_Job(entry, result, station)):
             logger.warning(
                 "%s: skipped, the LLM is behind (backlog of %d)",
@@ -138,7 +140,7 @@ class Explainer:
                 await self._publish(job.entry, verdict)
             except Exception:  # a bug must not stop the stage: the frame stays pending for takeover
                 logger.exception("%s: explaining failed; left pending", job.result.id)
-                self._held.discard(job.entry.id)
+                self._held.discard((job.entry.stream, job.entry.id))
             finally:
                 self._busy -= 1
                 if self._busy == 0:
@@ -177,7 +179,7 @@ class Explainer:
         stream = keys.verdicts(verdict.station_id)
         await streams.reconnecting(lambda: streams.add(self.r, stream, fields, maxlen), what=stream)
         await streams.reconnecting(lambda: streams.ack(self.r, keys.EXPLAIN_GROUP, [entry]), what="ack")
-        self._held.discard(entry.id)
+        self._held.discard((entry.stream, entry.id))
 
     async def _next_batch(self) -> list[streams.Entry]:
         o = self.options
@@ -190,7 +192,7 @@ class Explainer:
                     self.r, stream, keys.EXPLAIN_GROUP, self.name, o.claim_idle_ms, o.batch_size
                 )
                 # ours already (waiting in a backlog, or being asked): processing them again would double
-                claimed = [e for e in claimed if e.id not in self._held]
+                claimed = [e for e in claimed if (e.stream, e.id) not in self._held]
                 ok, dead = await streams.dead_letter_if_exhausted(
                     self.r, stream, keys.EXPLAIN_GROUP, claimed, o.max_deliveries
                 )
