@@ -115,7 +115,10 @@ class _OpenCvSource(FrameSource):
         if self._capture is None:
             raise SourceError(f"{self.describe()} is not open")
         self.jpeg = None
-        for _ in range(MAX_BAD_FRAMES):
+        bad = 0
+        # a camera that keeps sending bad frames is broken; a file's bad stretch ends where it ends
+        # (capture would reopen it, and a recorded file reopened plays again from its first frame)
+        while not self.live or bad < MAX_BAD_FRAMES:
             try:
                 ok, frame = self._capture.read()
             except cv2.error as e:
@@ -135,6 +138,7 @@ class _OpenCvSource(FrameSource):
                 self.open()
                 return self.read()
             self.corrupt += 1
+            bad += 1
         raise SourceError(f"{self.describe()}: {MAX_BAD_FRAMES} undecodable frames in a row")
 
     def close(self) -> None:

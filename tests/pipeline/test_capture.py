@@ -282,6 +282,51 @@ def test_an_undecodable_mjpeg_frame_is_skipped_and_counted(tmp_path: Path, monke
     assert [round(float(f.mean()) / STEP) for f in frames] == [0, 1, 3] and source.corrupt == 1
 
 
+async def test_a_long_corrupt_stretch_of_a_recorded_video_is_skipped_not_replayed(tmp_path, monkeypatch):
+    """More than MAX_BAD_FRAMES undecodable frames in a row made a video file "fail"; capture then
+    reopened it, which plays a file from its first frame again: frame 0 was published again and
+    again under new seqs, for ever, even without ``loop``."""
+    count, bad = 40, range(5, 5 + sources_module.MAX_BAD_FRAMES + 5)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
+    for index in range(count):  # gray levels 6 apart: 40 frames fit in 0-255
+        writer.write(np.full((48, 64, 3), index * 6, np.uint8))
+    writer.release()
+    real = sources_module._decode_packet
+    calls = itertools.count()
+    monkeypatch.setattr(sources_module, "_decode_packet", lambda p: None if next(calls) in bad else real(p))
+    capture = StationCapture("s", make_source(str(video)), fps=1000, options=FAST)
+    async with capture:
+        frames = await asyncio.wait_for(collect(capture), 20)
+    assert [round(float(decode(f.jpeg).mean()) / 6) for f in frames] == [
+        i for i in range(count) if i not in bad
+    ]
+    assert capture.state["corrupt"] == len(bad) and capture.state["reconnects"] == 0
+
+
+def test_a_live_stream_of_only_bad_frames_still_counts_as_broken(monkeypatch) -> None:
+    """The limit stays for cameras: a stream that sends nothing decodable is gone."""
+
+    class Junk(sources_module._OpenCvSource):
+        live = True  # type: ignore[assignment]
+
+        def _new_capture(self) -> cv2.VideoCapture:
+            raise AssertionError("not opened in this test")
+
+        def describe(self) -> str:
+            return "junk stream"
+
+    class Packets:
+        def read(self) -> tuple[bool, np.ndarray]:
+            return True, np.frombuffer(b"\xff\xd8 not a jpeg", np.uint8)
+
+    source = Junk()
+    source._capture, source._raw, source._raw_decoded = Packets(), True, 1  # type: ignore[assignment]
+    with pytest.raises(SourceError, match="25 undecodable frames in a row"):
+        source.read()
+    assert source.corrupt == sources_module.MAX_BAD_FRAMES
+
+
 def test_mjpeg_that_libjpeg_cannot_read_falls_back_to_ffmpeg_decoding(tmp_path: Path, monkeypatch) -> None:
     video = write_video(tmp_path / "clip.avi", 3)
     monkeypatch.setattr(sources_module, "_decode_packet", lambda p: None)
