@@ -12,6 +12,7 @@ from typing import Any
 from config.station import StationConfig
 from pipeline import keys, metrics, streams
 from pipeline.capture import StationCapture
+from pipeline.errors import PipelineError
 from pipeline.evidence_sender import EvidenceSender
 from pipeline.messages import FrameMessage
 from pipeline.sources import make_source
@@ -162,14 +163,32 @@ async def run_capture(redis_url: str, stations: list[StationConfig], stop: async
     await streams.reconnecting(
         lambda: r.sadd(keys.stations_set(), *[s.id for s in stations]), what="stations"
     )
-    tasks = [asyncio.create_task(StationPublisher(r, s, CaptureRoleOptions()).run()) for s in stations]
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for t in tasks:
-        if t.done() and t.exception():
-            logger.error("capture task failed: %s", t.exception())
-    await stop.wait()  # finished recorded sources leave the role idle, not exited (no restart loop)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await r.aclose()
+    tasks: dict[asyncio.Task[Any], str] = {
+        asyncio.create_task(StationPublisher(r, s, CaptureRoleOptions()).run()): s.id for s in stations
+    }
+    stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    running: set[asyncio.Task[Any]] = set(tasks)
+    try:
+        # finished recorded sources leave the role idle, not exited (no restart loop); a station
+        # whose publishing failed (an error no reconnect cures: MISCONF, OOM, a bug) ends the role
+        # with an error, so the supervisor restarts it and reports the restart; it used to sit
+        # idle with that station dead, and only the first failure was ever logged
+        while running and not stop.is_set():
+            done, running = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
+            running.discard(stopper)
+            failed = {t: tasks[t] for t in done if t in tasks and not t.cancelled() and t.exception()}
+            for t, station_id in failed.items():
+                logger.error("station %s: capture failed: %r", station_id, t.exception())
+            if failed:
+                raise CaptureRoleError(f"capture failed for station(s) {', '.join(failed.values())}")
+        await stop.wait()
+    finally:
+        stopper.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await r.aclose()
+
+
+class CaptureRoleError(PipelineError):
+    """A station's capture failed in a way its own retries do not cover."""

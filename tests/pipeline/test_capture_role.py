@@ -79,3 +79,30 @@ async def test_a_source_that_disappears_and_comes_back_is_reported_through_redis
     assert str(video) in lost["last_error"]
     assert seen[:3] == ["online", "reconnecting", "online"]
     assert back["source"].endswith("line.avi")
+
+
+async def test_a_station_whose_publishing_fails_ends_the_role_for_a_restart(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """An error no reconnect cures (MISCONF, OOM, a bug) in one station's publishing left the role
+    running with that station dead, so the supervisor never restarted it; a second station's
+    failure was not even logged. Now every failure is logged and the role ends with an error."""
+    from redis.exceptions import ResponseError
+
+    from pipeline import capture_role
+    from pipeline.redis_server import start_embedded
+
+    delays = {"a": 0.2, "b": 0.2}
+
+    async def failing_run(self: capture_role.StationPublisher) -> None:
+        await asyncio.sleep(delays[self.station.id])
+        raise ResponseError(f"MISCONF (station {self.station.id}'s XADD)")
+
+    monkeypatch.setattr(capture_role.StationPublisher, "run", failing_run)
+    stations: Any = [type("S", (), {"id": sid})() for sid in delays]
+    with start_embedded(tmp_path / "r") as server:
+        stop = asyncio.Event()
+        with pytest.raises(capture_role.CaptureRoleError, match="station"):
+            await asyncio.wait_for(run_capture(server.url, stations, stop), 10)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "station a: capture failed" in logged and "station b: capture failed" in logged
