@@ -80,12 +80,10 @@ def router(store: Store, sessions: Sessions) -> APIRouter:
 
     @api.get("/admin", response_class=HTMLResponse, include_in_schema=False)
     async def admin_page(request: Request) -> Any:
-        found = sessions.read(request)
+        found = sessions.page(request)
         if found is None:
             return login_redirect(request)
-        user = sessions.account(found[0].username)
-        if user is None:
-            return login_redirect(request)
+        user = found[0]
         return (
             ADMIN_PAGE.replace("{csrf}", html.escape(found[1]))
             .replace("{user}", html.escape(user.username))

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from dashboards.limits import BodyLimit
 from dashboards.live_page import LIVE_PAGE
 from dashboards.webrtc import LiveView
 from pipeline import keys, problems, streams
+from pipeline.store.errors import StoreUnavailable, StoreValueError
 from pipeline.store.models import Defect
 from pipeline.store.store import Store
 
@@ -53,6 +54,16 @@ def create_app(
     app = FastAPI(title="linewatch", version="0.1", lifespan=lifespan)
     app.add_middleware(BodyLimit)  # no route takes more than a few kB; refuse before reading more
     app.state.sessions = sessions
+
+    @app.exception_handler(StoreUnavailable)
+    async def database_away(_: Request, e: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"database unavailable, try again shortly ({e})"}, status_code=503)
+
+    @app.exception_handler(StoreValueError)
+    async def refused_value(_: Request, e: StoreValueError) -> JSONResponse:
+        # e.g. a NUL character in a name, note or filter: PostgreSQL text cannot hold it
+        return JSONResponse({"detail": f"a value the database cannot store: {e}"}, status_code=422)
+
     app.include_router(webrtc.router(live))
     app.include_router(review.router(store, sessions, LoginThrottle()))
     app.include_router(stations.router(store, redis, sessions, configs or {}))
@@ -114,7 +125,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> Any:
-        found = sessions.read(request)
+        found = sessions.page(request)
         if found is None:
             return RedirectResponse("/login", status_code=303)
         user, csrf = found
@@ -157,7 +168,7 @@ def render_summary(
     )
     cards = "".join(
         f"<figure><img src='/evidence/{html.escape(d.heatmap_path or '')}' "
-        f"alt='defect {d.station_id}:{d.seq}'>"
+        f"alt='defect {html.escape(d.station_id)}:{d.seq}'>"
         f"<figcaption>{html.escape(d.station_id)}:{d.seq} · score {d.score:.2f} · "
         f"{html.escape(d.position_words or '')}</figcaption></figure>"
         for d in defects

@@ -60,6 +60,15 @@ class LoginThrottle:
     def failed(self, key: tuple[str, str]) -> None:
         self._failures[key].append(time.monotonic())
 
+    def attempt(self, key: tuple[str, str]) -> float:
+        """Count a login attempt before its password is checked; seconds to wait (refused) or 0.
+        Counted only after the check, parallel guesses all passed ``retry_after`` before the first
+        failure was recorded (40 tried at once, none refused)."""
+        wait = self.retry_after(key)
+        if wait == 0:
+            self.failed(key)
+        return wait
+
     def succeeded(self, key: tuple[str, str]) -> None:
         self._failures.pop(key, None)
 
@@ -72,6 +81,9 @@ class Sessions:
         self.secure = secure_cookies
         self.store = store  # with a store, role changes and disabled accounts apply at once
         self._accounts: dict[str, tuple[Principal | None, float]] = {}
+        # sessions logged out (their nonce -> when their cookie expires anyway); kept in this
+        # process: a dashboard restart forgets them, and the cookie's own expiry still applies
+        self._revoked: dict[str, float] = {}
 
     def account(self, username: str) -> Principal | None:
         """The account as stored now, cached for ``ACCOUNT_CACHE_S`` (one query per user and interval)."""
@@ -108,9 +120,35 @@ class Sessions:
             return None
         try:
             data: Any = self.serializer.loads(token, max_age=SESSION_MAX_AGE_S)
+            if str(data.get("n")) in self._revoked:
+                return None
             return Principal(str(data["u"]), str(data["r"])), str(data["c"])
-        except (BadSignature, KeyError, TypeError):
+        except (BadSignature, KeyError, TypeError, AttributeError):
             return None
+
+    def page(self, request: Request) -> tuple[Principal, str] | None:
+        """(the account as stored now, csrf token) for an HTML page; None (log in again) without a
+        session or when the account was disabled or removed. Pages that only read the cookie
+        still showed a disabled account the station table and the latest defects."""
+        found = self.read(request)
+        if found is None:
+            return None
+        current = self.account(found[0].username)
+        return (current, found[1]) if current is not None else None
+
+    def revoke(self, request: Request) -> None:
+        """End the request's session for good: a copy of its cookie no longer logs anyone in."""
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return
+        try:
+            data: Any = self.serializer.loads(token, max_age=SESSION_MAX_AGE_S)
+            nonce = str(data["n"])
+        except (BadSignature, KeyError, TypeError):
+            return
+        now = time.time()
+        self._revoked = {n: t for n, t in self._revoked.items() if t > now}
+        self._revoked[nonce] = now + SESSION_MAX_AGE_S
 
     def check(self, request: Request, role: str, write: bool) -> Principal:
         """The user behind the request's API token or session with at least ``role``; for a
@@ -132,7 +170,9 @@ class Sessions:
             if current is None:
                 raise HTTPException(401, f"account {signed.username} is disabled or gone; log in again")
             user = current
-            if write and not secrets.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf):
+            # as bytes: compare_digest raises TypeError (a 500) on a str with non-ASCII characters
+            sent = request.headers.get(CSRF_HEADER, "").encode()
+            if write and not secrets.compare_digest(sent, csrf.encode()):
                 raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
         if not user.may(role):
             raise HTTPException(403, f"{user.username} is a {user.role}; this needs {role} or above")

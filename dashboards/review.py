@@ -6,7 +6,7 @@ import asyncio
 import csv
 import html
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -50,11 +50,39 @@ class DefectFilter:
         min_score: float | None = Query(default=None, ge=0, le=1),
         defect_type: str | None = Query(default=None, max_length=100),
     ) -> None:
-        self.state, self.station, self.since, self.until = state, station, since, until
+        self.state, self.station = state, station
+        self.since, self.until = aware("since", since), aware("until", until)
         self.min_score, self.defect_type = min_score, defect_type
 
     def as_kwargs(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+def aware(name: str, when: datetime | None) -> datetime | None:
+    """``when`` as an aware UTC time; 422 for a time without a zone (whose zone would be a guess:
+    the line's, the server's?) or one outside what UTC can hold (year 1 at +05:00)."""
+    if when is None:
+        return None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise HTTPException(
+            422, f"{name} needs a time zone, e.g. {when.isoformat()}Z or {when.isoformat()}+01:00"
+        )
+    try:
+        return when.astimezone(UTC)
+    except OverflowError as e:
+        raise HTTPException(422, f"{name} {when.isoformat()} is out of range") from e
+
+
+#: a spreadsheet runs a cell starting with one of these as a formula (CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula, quoted with a leading apostrophe (OWASP);
+    numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 CSV_COLUMNS = (
@@ -71,7 +99,8 @@ def to_csv(items: list[dict[str, Any]]) -> str:
     for d in items:
         v = d["verdict"]
         writer.writerow(
-            [
+            cell(x)
+            for x in [
                 d["id"], d["station"], d["seq"], d["captured_at"], f"{d['score']:.4f}", d["position"],
                 d["review_state"], d["defect_type"] or "", d["note"] or "", d["reviewed_by"] or "",
                 d["reviewed_at"] or "", v["status"], "" if v["anomaly"] is None else v["anomaly"],
@@ -109,19 +138,21 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
     async def login(body: Login, request: Request, response: Response) -> SessionInfo:
         """Check name and password; a fresh session cookie on success."""
         key = (request.client.host if request.client else "?", body.username)
-        wait = throttle.retry_after(key)
+        # counted before the (slow) password check, so parallel guesses cannot all slip through
+        # before the first failure is recorded; a correct password takes its attempt back
+        wait = throttle.attempt(key)
         if wait > 0:
             raise HTTPException(429, "too many failed logins; try later", {"Retry-After": str(int(wait) + 1)})
         user = await asyncio.to_thread(authenticate, store, body.username, body.password)
         if user is None:
-            throttle.failed(key)
             raise HTTPException(401, "wrong user name or password")
         throttle.succeeded(key)
         csrf = sessions.issue(response, user)
         return SessionInfo(username=user.username, role=user.role, csrf=csrf)
 
     @api.post("/api/logout", status_code=204)
-    async def logout(response: Response, _: ViewerWrite) -> None:
+    async def logout(request: Request, response: Response, _: ViewerWrite) -> None:
+        sessions.revoke(request)
         sessions.clear(response)
 
     @api.get("/api/session", response_model=SessionInfo)
@@ -157,7 +188,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
 
     @api.get("/history", response_class=HTMLResponse, include_in_schema=False)
     async def history_page(request: Request) -> Any:
-        found = sessions.read(request)
+        found = sessions.page(request)
         if found is None:
             return login_redirect(request)
         return HISTORY_PAGE.replace("{user}", html.escape(found[0].username))
@@ -203,7 +234,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
 
     @api.get("/review", response_class=HTMLResponse, include_in_schema=False)
     async def review_page(request: Request) -> Any:
-        found = sessions.read(request)
+        found = sessions.page(request)
         if found is None:
             return login_redirect(request)
         user, csrf = found

@@ -22,7 +22,9 @@ document.getElementById('login').addEventListener('submit', async (e) => {
     body: JSON.stringify({username: f.get('username'), password: f.get('password')})});
   if (resp.ok) {
     const next = new URLSearchParams(location.search).get('next') || '/';
-    location.href = next.startsWith('/') && !next.startsWith('//') ? next : '/';
+    // only a page of this site: browsers read a backslash or a tab after the first slash as '//'
+    const target = new URL(next, location.origin);
+    location.href = target.origin === location.origin ? target.pathname + target.search + target.hash : '/';
   } else {
     document.getElementById('error').textContent = (await resp.json()).detail || resp.statusText;
   }

@@ -80,7 +80,7 @@ def router(store: Store, redis: Redis, sessions: Sessions, configs: dict[str, St
 
     @api.get("/stations/{station_id}", response_class=HTMLResponse, include_in_schema=False)
     async def station_page(station_id: str, request: Request) -> Any:
-        if sessions.read(request) is None:
+        if sessions.page(request) is None:
             return login_redirect(request)
         return STATION_PAGE.replace("{station}", html.escape(station_id))
 

@@ -73,9 +73,11 @@ class LiveView:
             vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/VP8"]
             transceiver.setCodecPreferences(vp8)
             await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, TypeError) as e:  # aiortc reports bad SDP as ValueError
+        except Exception as e:  # bad SDP: aiortc raises ValueError, and AssertionError on some lines
+            # (a non-numeric port, a bare candidate); every failure closes the connection, or the
+            # station's encoder would keep running for a viewer that never comes
             await self._close(pc, track)
-            raise HTTPException(400, f"unusable WebRTC offer: {e}") from e
+            raise HTTPException(400, f"unusable WebRTC offer: {type(e).__name__}: {e}") from e
         local = pc.localDescription
         return Answer(sdp=local.sdp, type="answer")
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     DisconnectionError,
     InterfaceError,
@@ -22,7 +23,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from pipeline.store.errors import StoreError, StoreUnavailable
+from pipeline.store.errors import StoreError, StoreUnavailable, StoreValueError
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +132,14 @@ def translated_errors(action: str) -> Iterator[None]:
 
     Connection refused or lost, timeouts and a locked SQLite file become ``StoreUnavailable``
     (retry later, keep the messages un-acked); a missing table becomes ``StoreError``, since
-    retrying cannot create it. Other errors (bugs, constraint violations) pass through.
+    retrying cannot create it; a value the database refuses (a NUL in PostgreSQL text) becomes
+    ``StoreValueError``. Other errors (bugs, constraint violations) pass through.
     """
     try:
         yield
+    except DataError as e:
+        text = str(e.orig if e.orig is not None else e).strip()
+        raise StoreValueError(f"{action}: the database refused a value: {text}") from e
     except (OperationalError, InterfaceError, ProgrammingError) as e:
         text = str(e.orig if e.orig is not None else e).strip()
         if _schema_missing(e, text):

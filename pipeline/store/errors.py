@@ -11,3 +11,8 @@ class StoreUnavailable(StoreError):
     Nothing was written: the transaction was rolled back. The recorder keeps the stream messages
     un-acknowledged and retries later; no result is lost.
     """
+
+
+class StoreValueError(StoreError):
+    """The database refused a value it cannot store (PostgreSQL: a NUL character in text, a number
+    out of range). Retrying will not help; the value must change."""

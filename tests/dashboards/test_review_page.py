@@ -170,3 +170,31 @@ def test_the_station_page_marks_a_reference_that_scores_like_a_defect(tmp_path: 
             page.screenshot(path=str(ARTIFACTS / "station-suspect-reference.png"), full_page=True)
             browser.close()
     store.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (make test installs it as root)")
+@pytest.mark.parametrize("target", ["/%5Cevil.example/", "/%09/evil.example/", "//evil.example/", "/review"])
+def test_login_returns_only_to_a_page_of_this_site(served: tuple[str, Store], target: str) -> None:
+    """``next=/\\evil.example/`` and ``next=/<tab>/evil.example/`` passed the old check (starts with
+    one slash, not two) and the browser went to http://evil.example/."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.dashboards.conftest import PASSWORD
+
+    url, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        page.goto(f"{url}/login?next={target}")
+        page.fill("input[name=username]", "vera")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda u: "/login" not in u, timeout=15_000)
+        landed = page.url
+        browser.close()
+    assert landed.startswith(url + "/"), landed
+    if target == "/review":
+        assert landed == url + "/review"
