@@ -103,7 +103,7 @@ class Sessions:
         """A fresh session for ``user``; returns its CSRF token."""
         csrf = secrets.token_urlsafe(24)
         token = self.serializer.dumps(
-            {"u": user.username, "r": user.role, "c": csrf, "n": secrets.token_hex(8)}
+            {"u": user.username, "r": user.role, "c": csrf, "n": secrets.token_hex(8), "p": user.credential}
         )
         response.set_cookie(
             COOKIE, token, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="lax", secure=self.secure
@@ -122,19 +122,22 @@ class Sessions:
             data: Any = self.serializer.loads(token, max_age=SESSION_MAX_AGE_S)
             if str(data.get("n")) in self._revoked:
                 return None
-            return Principal(str(data["u"]), str(data["r"])), str(data["c"])
+            return Principal(str(data["u"]), str(data["r"]), str(data.get("p", ""))), str(data["c"])
         except (BadSignature, KeyError, TypeError, AttributeError):
             return None
 
     def page(self, request: Request) -> tuple[Principal, str] | None:
         """(the account as stored now, csrf token) for an HTML page; None (log in again) without a
-        session or when the account was disabled or removed. Pages that only read the cookie
+        session, when the account was disabled or removed, or when its password changed since this
+        session logged in. Pages that only read the cookie
         still showed a disabled account the station table and the latest defects."""
         found = self.read(request)
         if found is None:
             return None
         current = self.account(found[0].username)
-        return (current, found[1]) if current is not None else None
+        if current is None or current.credential != found[0].credential:
+            return None
+        return current, found[1]
 
     def revoke(self, request: Request) -> None:
         """End the request's session for good: a copy of its cookie no longer logs anyone in."""
@@ -169,6 +172,8 @@ class Sessions:
             current = self.account(signed.username)
             if current is None:
                 raise HTTPException(401, f"account {signed.username} is disabled or gone; log in again")
+            if current.credential != signed.credential:
+                raise HTTPException(401, f"the password of {signed.username} changed; log in again")
             user = current
             # as bytes: compare_digest raises TypeError (a 500) on a str with non-ASCII characters
             sent = request.headers.get(CSRF_HEADER, "").encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class Principal:
 
     username: str
     role: str
+    #: a digest of the password hash: a session carries the one it logged in with, so a password
+    #: change ends the user's other sessions (empty where no password is involved: API tokens)
+    credential: str = field(default="", compare=False, repr=False)
 
     def may(self, role: str) -> bool:
         """True when this user's role is ``role`` or above (viewer < operator < admin)."""
@@ -65,7 +68,9 @@ def authenticate(store: Store, username: str, password: str) -> Principal | None
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return None
-    return Principal(username, role) if user is not None and not user.disabled else None
+    if user is None or user.disabled:
+        return None
+    return Principal(username, role, credential_of(stored))
 
 
 def set_password(store: Store, username: str, password: str) -> None:
@@ -175,7 +180,14 @@ def account(store: Store, username: str) -> Principal | None:
     """The user as the database has it now (role changes and disabling take effect at once)."""
     with store._transaction("reading a user", write=False) as session:
         user = session.scalars(select(User).where(User.username == username)).first()
-        return None if user is None or user.disabled else Principal(user.username, user.role)
+        if user is None or user.disabled:
+            return None
+        return Principal(user.username, user.role, credential_of(user.password_hash))
+
+
+def credential_of(password_hash: str) -> str:
+    """What a session remembers of the password it logged in with: not the hash itself."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def update_user(

@@ -142,3 +142,17 @@ def test_a_station_id_from_a_stream_is_escaped_in_the_summary(dash: Dash) -> Non
     viewer, _ = dash.login("vera")
     page = viewer.get("/parts/summary").text
     assert "onerror='alert(1)" not in page and "x&#x27; onerror=&#x27;alert(1)" in page
+
+
+def test_a_password_change_ends_the_users_other_sessions(dash: Dash) -> None:
+    from pipeline.store.users import set_password
+
+    viewer, _ = dash.login("vera")
+    bystander, _ = dash.login("otto")
+    set_password(dash.store, "vera", "a brand new password")
+    dash.client.app.state.sessions.forget("vera")  # type: ignore[attr-defined]
+    assert viewer.get("/api/session").status_code == 401
+    assert viewer.get("/", follow_redirects=False).status_code == 303
+    assert bystander.get("/api/session").status_code == 200  # other users' sessions stand
+    again = dash.anon().post("/api/login", json={"username": "vera", "password": "a brand new password"})
+    assert again.status_code == 200
