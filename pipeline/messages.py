@@ -94,6 +94,23 @@ class FrameMessage:
             raise MessageError(f"malformed frame message: {e}") from e
 
 
+#: the JSON types of a result's fields (bool only where it says so: to Python it is an int too)
+_RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "station_id": (str,),
+    "seq": (int,),
+    "captured_at": (int, float),
+    "inspected_at": (int, float),
+    "score": (int, float),
+    "flagged": (bool,),
+    "latency_ms": (int, float),
+    "regions": (list,),
+    "worker": (str,),
+    "timings": (dict,),
+    "width": (int,),
+    "height": (int,),
+}
+
+
 @dataclass(frozen=True)
 class ResultMessage:
     """What a worker found in one frame; also the payload of the flagged stream."""
@@ -148,21 +165,7 @@ class ResultMessage:
         """Valid JSON of the wrong types (a null score, a string seq) would pass ``from_fields`` and
         crash the recorder's insert (TypeError), and the whole batch would be redelivered with it
         until every good result in it was dead-lettered too."""
-        expected: dict[str, tuple[type, ...]] = {
-            "station_id": (str,),
-            "seq": (int,),
-            "captured_at": (int, float),
-            "inspected_at": (int, float),
-            "score": (int, float),
-            "flagged": (bool,),
-            "latency_ms": (int, float),
-            "regions": (list,),
-            "worker": (str,),
-            "timings": (dict,),
-            "width": (int,),
-            "height": (int,),
-        }
-        for name, types in expected.items():
+        for name, types in _RESULT_TYPES.items():
             value = getattr(self, name)
             # bool is an int to Python, never a number or a count here
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):

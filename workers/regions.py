@@ -80,12 +80,16 @@ def find_regions(
         # peak): smoothing and coarse feature levels spread a strong defect's halo wide
         core = component & (norm_map >= (level + peak) / 2)
         ys, xs = np.nonzero(core)
-        x, y, bw, bh = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+        fx, fw = span(xs.min(), xs.max() - xs.min() + 1, sx, frame_size[1])
+        fy, fh = span(ys.min(), ys.max() - ys.min() + 1, sy, frame_size[0])
         ranked.append(
             (
                 peak,
                 Region(
-                    *_box(x, y, bw, bh, sx, sy, frame_size),
+                    x=fx,
+                    y=fy,
+                    w=fw,
+                    h=fh,
                     area=round(float(core.sum()) / (h * w), 6),
                     peak=round(min(peak, 1.0), 4),
                     position=position_word((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
@@ -94,14 +98,6 @@ def find_regions(
         )
     # ranked on the unclipped peak: strong defects all reach 1.0 once clipped
     return [r for _, r in sorted(ranked, key=lambda pr: pr[0], reverse=True)]
-
-
-def _box(
-    x: int, y: int, bw: int, bh: int, sx: float, sy: float, frame_size: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """(x, y, w, h) in the frame's pixels of a box of map cells."""
-    (fx, fw), (fy, fh) = span(x, bw, sx, frame_size[1]), span(y, bh, sy, frame_size[0])
-    return fx, fy, fw, fh
 
 
 def describe(regions: list[Region]) -> str:
