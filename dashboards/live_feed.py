@@ -11,7 +11,6 @@ second, flagged defects at once, capture state changes. The feed runs only while
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from pipeline import keys
+from pipeline.cancelling import cancel_and_wait
 from pipeline.evidence import decode_heatmap, overlay
 from pipeline.messages import FrameMessage, MessageError, ResultMessage
 from pipeline.streams import TRANSIENT_ERRORS, Redis
@@ -57,9 +57,7 @@ class StationFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])  # it reads Redis: one cancel may be lost
             self._task = None
 
     def emit(self, event: dict[str, Any]) -> None:

@@ -168,6 +168,7 @@ class StationCapture:
         self._thread: threading.Thread | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._closed = False
+        self._stopping: asyncio.Future[None] | None = None
         self._read_started: float | None = None  # monotonic; set by the reader while in read()
 
     @property
@@ -200,9 +201,14 @@ class StationCapture:
         """
         if self._thread is not None:
             raise RuntimeError(f"capture of station {self.station_id} already started")
+        if self._stopping is not None:  # stopped before it started: frames() ends at once
+            return
         self._loop = asyncio.get_running_loop()
         if not self.source.live:  # a missing or broken file is a configuration error: fail now
             await asyncio.to_thread(self.source.open)
+            if self._stopping is not None:  # stopped while opening
+                await asyncio.to_thread(self.source.close)
+                return
         name = f"capture-{self.station_id}"
         self._thread = threading.Thread(target=self._read_loop, args=(not self.source.live,), name=name)
         self._thread.daemon = True  # an abandoned reader stuck in a driver call must not block exit
@@ -210,9 +216,16 @@ class StationCapture:
         self._reporter = asyncio.create_task(self._report_loop(), name=f"capture-state-{self.station_id}")
 
     async def stop(self) -> None:
-        """Stop reading, close the source, end ``frames()`` and report the final state."""
-        if self._closed:
-            return
+        """Stop reading, close the source, end ``frames()`` and report the final state.
+
+        Safe to call twice at once (the role stops a capture whose consumer may be stopping it
+        too); the stop runs to its end even when the caller is cancelled meanwhile.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop_now())
+        await asyncio.shield(self._stopping)
+
+    async def _stop_now(self) -> None:
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, self.options.stop_timeout_s)

@@ -11,6 +11,7 @@ from typing import Any
 
 from config.station import StationConfig
 from pipeline import keys, metrics, streams
+from pipeline.cancelling import cancel_and_wait
 from pipeline.capture import StationCapture
 from pipeline.errors import PipelineError
 from pipeline.evidence_sender import EvidenceSender
@@ -18,6 +19,10 @@ from pipeline.messages import FrameMessage
 from pipeline.sources import make_source
 
 logger = logging.getLogger(__name__)
+
+# a stopped station ends within its capture's reader join (5 s) and one evidence read (1 s);
+# past this, whatever still runs (retrying an absent Redis) is cancelled, inside the supervisor's 10 s
+STOP_GRACE_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,27 @@ async def start_seq(r: streams.Redis, station_id: str) -> int:
 class StationPublisher:
     """Feeds one station's captured frames and state into Redis."""
 
-    def __init__(self, r: streams.Redis, station: StationConfig, options: CaptureRoleOptions) -> None:
+    def __init__(
+        self,
+        r: streams.Redis,
+        station: StationConfig,
+        options: CaptureRoleOptions,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self.r = r
         self.station = station
         self.options = options
         self.frames = keys.frames(station.id)
         self.counters = metrics.CaptureCounters(station.id)
+        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self._capture: StationCapture | None = None
+
+    async def stop(self) -> None:
+        """Stop publishing: the capture ends its frames and reports its final state, and ``run``
+        returns once the evidence sender's current read is over (a second or so)."""
+        self.stopping.set()
+        if self._capture is not None:
+            await self._capture.stop()
 
     async def publish_state(self, state: dict[str, Any]) -> None:
         self.counters.update(state)  # the metrics count what `linewatch status` shows
@@ -120,7 +140,10 @@ class StationPublisher:
         )
         await streams.reconnecting(sender.start, what=keys.flagged(self.station.id))
         # flags of the last frames arrive after a recorded source ends: the sender outlives it
-        evidence = asyncio.create_task(sender.run(), name=f"evidence-{self.station.id}")
+        evidence = asyncio.create_task(sender.run(self.stopping), name=f"evidence-{self.station.id}")
+        self._capture = capture
+        if self.stopping.is_set():  # stopped while this was starting, before stop() saw a capture
+            await capture.stop()
         logger.info(
             "station %s: capturing %s from seq %d",
             self.station.id,
@@ -130,10 +153,11 @@ class StationPublisher:
         )
         try:
             count = await self.publish_all(capture)
-            logger.info("station %s: source finished after %d frames", self.station.id, count)
+            if not self.stopping.is_set():
+                logger.info("station %s: source finished after %d frames", self.station.id, count)
             await evidence  # until the role stops
         finally:
-            evidence.cancel()
+            await cancel_and_wait([evidence])  # done already, unless this task was cancelled
 
     async def publish_all(self, capture: StationCapture) -> int:
         """Every frame of the capture into the stream; returns how many once the source ends."""
@@ -163,9 +187,9 @@ async def run_capture(redis_url: str, stations: list[StationConfig], stop: async
     await streams.reconnecting(
         lambda: r.sadd(keys.stations_set(), *[s.id for s in stations]), what="stations"
     )
-    tasks: dict[asyncio.Task[Any], str] = {
-        asyncio.create_task(StationPublisher(r, s, CaptureRoleOptions()).run()): s.id for s in stations
-    }
+    stopping = asyncio.Event()
+    publishers = [StationPublisher(r, s, CaptureRoleOptions(), stopping) for s in stations]
+    tasks: dict[asyncio.Task[Any], str] = {asyncio.create_task(p.run()): p.station.id for p in publishers}
     stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     running: set[asyncio.Task[Any]] = set(tasks)
     try:
@@ -184,9 +208,15 @@ async def run_capture(redis_url: str, stations: list[StationConfig], stop: async
         await stop.wait()
     finally:
         stopper.cancel()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # the stations stop themselves: each capture ends its frames and reports its final state.
+        # Cancelling alone is not reliable (see pipeline.cancelling: it hung the role in CI) and
+        # cut those reports short; it is left for what is still running after the grace
+        stops = [asyncio.create_task(p.stop()) for p in publishers]
+        waiting = [*stops, *tasks]
+        late = (await asyncio.wait(waiting, timeout=STOP_GRACE_S))[1] if waiting else set()
+        if late:
+            logger.warning("capture: %d task(s) still running %.0f s after the stop", len(late), STOP_GRACE_S)
+        await cancel_and_wait([*stops, *tasks])
         await r.aclose()
 
 

@@ -58,10 +58,11 @@ class EvidenceSender:
                 pipe.xgroup_create(self.flagged, keys.EVIDENCE_GROUP, id="$")
                 await pipe.execute()
 
-    async def run(self) -> None:
-        """Send originals until cancelled; ``start`` must have run."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send originals until ``stop`` is set (within one read's block, a second) or the task is
+        cancelled; ``start`` must have run."""
         last_trim = time.monotonic()
-        while True:
+        while not stop.is_set():
             entries = await streams.reconnecting(
                 lambda: streams.read_batch(
                     self.r, keys.EVIDENCE_GROUP, self.consumer, [self.flagged], 16, 1000

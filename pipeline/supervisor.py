@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.cancelling import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
@@ -120,9 +122,7 @@ class Supervisor:
         reporter = asyncio.create_task(self._report_loop())
         await self.stopping.wait()
         await self.shutdown()
-        for task in [*watchers, reporter]:
-            task.cancel()
-        await asyncio.gather(*watchers, reporter, return_exceptions=True)
+        await cancel_and_wait([*watchers, reporter])  # the reporter writes to Redis: see cancelling
         for c in self.children:
             c.state = "stopped"
         await self._report()

@@ -488,6 +488,39 @@ async def test_the_state_reporter_ends_by_itself_when_the_capture_stops() -> Non
         await capture.stop()
 
 
+async def test_a_stop_from_the_role_and_one_from_the_consumer_run_once_to_their_end() -> None:
+    """The capture role stops a capture while its consumer's ``async with`` may be stopping it too;
+    both wait for the one stop, which a cancelled caller does not cut short."""
+    states: list[dict] = []
+
+    async def on_state(state: dict) -> None:
+        states.append(state)
+
+    camera = FakeCamera()
+    camera.hang_once = 0.3  # the reader is in a read: the stop waits for it
+    capture = StationCapture("s", camera, fps=50, on_state=on_state, options=FAST)
+    await capture.start()
+    while not camera.hanging:
+        await asyncio.sleep(0.01)
+    cancelled = asyncio.create_task(capture.stop())
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    await asyncio.wait_for(asyncio.gather(capture.stop(), capture.stop()), 5)
+    assert capture._thread is not None and not capture._thread.is_alive()
+    assert states[-1]["state"] == "offline"
+
+
+@pytest.mark.parametrize("kind", ["recorded", "live"])
+async def test_a_capture_stopped_before_it_starts_reads_nothing(tmp_path: Path, kind: str) -> None:
+    source = make_source(str(write_video(tmp_path / "v.avi", 5))) if kind == "recorded" else FakeCamera()
+    capture = StationCapture("s", source, fps=50, options=FAST)
+    await capture.stop()
+    async with capture:
+        assert [f async for f in capture.frames()] == []
+    assert capture._thread is None
+
+
 @pytest.mark.parametrize("kind", ["recorded", "live"])
 async def test_frames_are_paced_to_the_station_fps(tmp_path: Path, kind: str) -> None:
     source: FrameSource = FakeCamera(interval=0.002)

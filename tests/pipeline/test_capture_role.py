@@ -106,3 +106,40 @@ async def test_a_station_whose_publishing_fails_ends_the_role_for_a_restart(
             await asyncio.wait_for(run_capture(server.url, stations, stop), 10)
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "station a: capture failed" in logged and "station b: capture failed" in logged
+
+
+async def test_the_role_stops_while_its_live_station_is_writing_to_redis(tmp_path: Path, monkeypatch) -> None:
+    """The stop used to cancel each station's task once and wait. Python 3.11's wait_for, which
+    redis-py puts around every send, drops a cancellation that lands as the send finishes, so a
+    station cancelled mid-write went on publishing and the role never ended (CI hung on it). Here
+    the stop comes while the live station writes, five times over; the role must end each time,
+    with the station's final state reported."""
+    from pipeline import capture_role
+    from pipeline.redis_server import start_embedded
+    from tests.faults.harness import MjpegCamera, tiny_station
+
+    camera = MjpegCamera(fps=200.0)
+    station = load_station(tiny_station(tmp_path, "fast-cam", camera.url, fps=120))
+    stop = asyncio.Event()
+    writes = 0
+    original = capture_role.StationPublisher.publish_frames
+
+    async def publish_frames(self: capture_role.StationPublisher, msgs: Any, live: bool) -> None:
+        nonlocal writes
+        writes += 1
+        if writes % 20 == 0:
+            stop.set()  # the role's stop runs while this write is on the wire
+        await original(self, msgs, live)
+
+    monkeypatch.setattr(capture_role.StationPublisher, "publish_frames", publish_frames)
+    try:
+        with start_embedded(tmp_path / "r") as server:
+            r = Redis.from_url(server.url)
+            for _ in range(5):
+                stop.clear()
+                await asyncio.wait_for(run_capture(server.url, [station], stop), 15)
+                state = await state_of(r, "fast-cam")
+                assert state["state"] == "offline" and state["frames"] > 0
+            await r.aclose()
+    finally:
+        camera.stop()

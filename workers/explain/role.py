@@ -11,6 +11,7 @@ from functools import partial
 
 from config.station import StationConfig
 from pipeline import keys, metrics, streams
+from pipeline.cancelling import cancel_and_wait
 from pipeline.messages import MessageError, ResultMessage, VerdictMessage
 from workers.explain.backends.base import Backend
 from workers.explain.backlog import Backlog
@@ -209,7 +210,5 @@ class Explainer:
         if self._busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.options.drain_s)
-        for task in askers:
-            task.cancel()
-        await asyncio.gather(*askers, return_exceptions=True)
+        await cancel_and_wait(askers)  # they write to Redis: one cancel may be lost
         logger.info("explainer %s stopped: %s", self.name, self.counts)
