@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 from collections import defaultdict, deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from pipeline.store.store import Store
-from pipeline.store.users import Principal, account, token_principal
+from pipeline.store.users import Principal, account, revoke_session, revoked_sessions, token_principal
 
 COOKIE = "lw_session"
 SESSION_MAX_AGE_S = 12 * 3600  # one shift and then some
@@ -81,9 +82,10 @@ class Sessions:
         self.secure = secure_cookies
         self.store = store  # with a store, role changes and disabled accounts apply at once
         self._accounts: dict[str, tuple[Principal | None, float]] = {}
-        # sessions logged out (their nonce -> when their cookie expires anyway); kept in this
-        # process: a dashboard restart forgets them, and the cookie's own expiry still applies
+        # sessions logged out here (their nonce -> when their cookie expires anyway), known at
+        # once; with a store, every dashboard's logouts, read from it at most every ACCOUNT_CACHE_S
         self._revoked: dict[str, float] = {}
+        self._stored_revoked: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
 
     def account(self, username: str) -> Principal | None:
         """The account as stored now, cached for ``ACCOUNT_CACHE_S`` (one query per user and interval)."""
@@ -120,7 +122,7 @@ class Sessions:
             return None
         try:
             data: Any = self.serializer.loads(token, max_age=SESSION_MAX_AGE_S)
-            if str(data.get("n")) in self._revoked:
+            if self.revoked(str(data.get("n"))):
                 return None
             return Principal(str(data["u"]), str(data["r"]), str(data.get("p", ""))), str(data["c"])
         except (BadSignature, KeyError, TypeError, AttributeError):
@@ -139,8 +141,22 @@ class Sessions:
             return None
         return current, found[1]
 
+    def revoked(self, nonce: str) -> bool:
+        """Whether the session ``nonce`` was logged out, here or on another dashboard (within
+        ``ACCOUNT_CACHE_S``); a restarted dashboard still knows."""
+        if nonce in self._revoked:
+            return True
+        if self.store is None:
+            return False
+        nonces, fresh_until = self._stored_revoked
+        if fresh_until <= time.monotonic():
+            nonces = revoked_sessions(self.store)
+            self._stored_revoked = (nonces, time.monotonic() + ACCOUNT_CACHE_S)
+        return nonce in nonces
+
     def revoke(self, request: Request) -> None:
-        """End the request's session for good: a copy of its cookie no longer logs anyone in."""
+        """End the request's session for good: a copy of its cookie no longer logs anyone in, on
+        any dashboard sharing the store. Blocks on the store: call it from a thread."""
         token = request.cookies.get(COOKIE)
         if not token:
             return
@@ -152,6 +168,9 @@ class Sessions:
         now = time.time()
         self._revoked = {n: t for n, t in self._revoked.items() if t > now}
         self._revoked[nonce] = now + SESSION_MAX_AGE_S
+        if self.store is not None:
+            expires = datetime.fromtimestamp(now + SESSION_MAX_AGE_S, UTC)
+            revoke_session(self.store, nonce, expires)
 
     def check(self, request: Request, role: str, write: bool) -> Principal:
         """The user behind the request's API token or session with at least ``role``; for a

@@ -152,7 +152,7 @@ def router(store: Store, sessions: Sessions, throttle: LoginThrottle) -> APIRout
 
     @api.post("/api/logout", status_code=204)
     async def logout(request: Request, response: Response, _: ViewerWrite) -> None:
-        sessions.revoke(request)
+        await asyncio.to_thread(sessions.revoke, request)
         sessions.clear(response)
 
     @api.get("/api/session", response_model=SessionInfo)

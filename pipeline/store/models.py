@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the store: stations, inspections, defects, reviews and users."""
+"""SQLAlchemy models of the store: stations, inspections, defects, reviews, users and their sessions."""
 
 from __future__ import annotations
 
@@ -201,6 +201,16 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="viewer")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RevokedSession(Base):
+    """A dashboard session ended by logging out: its cookie no longer logs anyone in, on any
+    dashboard process, after restarts too. Rows past the cookie's own expiry are moot and purged."""
+
+    __tablename__ = "revoked_sessions"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ApiToken(Base):

@@ -6,15 +6,16 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.store.models import ROLES, ApiToken, User, utcnow
+from pipeline.store.models import ROLES, ApiToken, RevokedSession, User, utcnow
 from pipeline.store.store import Store
 
 MIN_PASSWORD = 10
@@ -174,6 +175,24 @@ def revoke_token(store: Store, token_id: int, username: str | None = None) -> bo
             return False
         token.revoked = True
         return True
+
+
+def revoke_session(store: Store, nonce: str, expires_at: datetime) -> None:
+    """Record a logged-out session (until its cookie expires anyway) and purge expired records."""
+    try:
+        with store._transaction("recording a logout", write=True) as session:
+            session.execute(delete(RevokedSession).where(RevokedSession.expires_at <= utcnow()))
+            if session.get(RevokedSession, nonce) is None:
+                session.add(RevokedSession(nonce=nonce, expires_at=expires_at))
+    except IntegrityError:  # the same session logged out at once on another dashboard
+        pass
+
+
+def revoked_sessions(store: Store) -> frozenset[str]:
+    """The nonces of logged-out sessions whose cookies have not expired yet."""
+    with store._transaction("reading logged-out sessions", write=False) as session:
+        query = select(RevokedSession.nonce).where(RevokedSession.expires_at > utcnow())
+        return frozenset(session.scalars(query))
 
 
 def account(store: Store, username: str) -> Principal | None:

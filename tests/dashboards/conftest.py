@@ -90,6 +90,7 @@ class Dash:
     store: Store
     data_dir: Path
     redis_url: str
+    settings: Any = None  # what the app was created with: a test can start a second dashboard
 
     def anon(self) -> As:
         return As(self.client)
@@ -114,7 +115,7 @@ def dash(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dash]:
     with start_embedded(tmp_path / "r") as redis_server:
         app = create_app(settings, redis_server.url, ["line-1"])
         with TestClient(app) as client:
-            yield Dash(client, store, tmp_path, redis_server.url)
+            yield Dash(client, store, tmp_path, redis_server.url, settings)
     store.close()
 
 

@@ -58,6 +58,28 @@ def test_a_logged_out_session_cookie_no_longer_works(dash: Dash) -> None:
     assert again.get("/api/session").status_code == 200
 
 
+def test_a_logout_holds_on_every_dashboard_and_after_a_restart(dash: Dash, monkeypatch) -> None:
+    """Revocations were kept in the dashboard process: behind a load balancer, a copied cookie
+    still worked on the other dashboard, and on this one after a restart."""
+    from fastapi.testclient import TestClient
+
+    from dashboards import auth
+    from dashboards.app import create_app
+
+    monkeypatch.setattr(auth, "ACCOUNT_CACHE_S", 0.0)  # the other dashboard learns within this
+    operator, csrf = dash.login("otto")
+    copied = operator.cookie
+    with TestClient(create_app(dash.settings, dash.redis_url, ["line-1"])) as other:
+        assert As(other, copied).get("/api/session").status_code == 200
+        assert operator.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+        assert As(other, copied).get("/api/session").status_code == 401
+        assert As(other, copied).get("/review", follow_redirects=False).status_code == 303
+    with TestClient(create_app(dash.settings, dash.redis_url, ["line-1"])) as restarted:
+        assert As(restarted, copied).get("/api/session").status_code == 401
+        again, _ = dash.login("otto")
+        assert As(restarted, again.cookie).get("/api/session").status_code == 200
+
+
 def test_a_disabled_account_gets_no_page(dash: Dash) -> None:
     viewer, _ = dash.login("vera")
     assert viewer.get("/", follow_redirects=False).status_code == 200

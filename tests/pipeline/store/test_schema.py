@@ -13,7 +13,7 @@ from pipeline.store import make_engine, upgrade
 from pipeline.store.models import Base
 from pipeline.store.schema import alembic_config, current_revision, head_revision, upgrade_engine
 
-TABLES = {"stations", "inspections", "defects", "reviews", "users"}
+TABLES = {"stations", "inspections", "defects", "reviews", "users", "revoked_sessions"}
 
 
 def test_migrated_schema_equals_models(database_url: str) -> None:
