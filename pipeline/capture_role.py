@@ -138,7 +138,14 @@ class StationPublisher:
             self.station.model.image_size,
             capture.options.jpeg_quality,
         )
-        await streams.reconnecting(sender.start, what=keys.flagged(self.station.id))
+        flagged = keys.flagged(self.station.id)
+        await streams.reconnecting(sender.start, what=flagged)
+        if self.station.explainer.enabled:
+            # capture trims the flagged stream by what its groups have read: an explainer started
+            # later (another host, a later deploy) finds its group here and the frames since
+            await streams.reconnecting(
+                lambda: streams.ensure_group(self.r, flagged, keys.EXPLAIN_GROUP, start="$"), what=flagged
+            )
         # flags of the last frames arrive after a recorded source ends: the sender outlives it
         evidence = asyncio.create_task(sender.run(self.stopping), name=f"evidence-{self.station.id}")
         self._capture = capture

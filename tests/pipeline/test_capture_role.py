@@ -143,3 +143,51 @@ async def test_the_role_stops_while_its_live_station_is_writing_to_redis(tmp_pat
             await r.aclose()
     finally:
         camera.stop()
+
+
+async def test_flagged_frames_wait_for_an_explainer_that_starts_after_capture(tmp_path: Path) -> None:
+    """Capture trims the flagged stream by what its groups have read. Before the explainer's
+    first start its group did not exist, so the flagged frames of a station with an explainer were
+    trimmed as soon as capture had sent their originals, and the explainer never saw them."""
+    from pipeline import streams
+    from pipeline.redis_server import start_embedded
+    from tests.pipeline.store.factories import make_result
+
+    video = write_video(tmp_path / "line.avi", 5)
+    path = station_file(tmp_path, "explained", video)
+    path.write_text(
+        path.read_text() + "explainer:\n  backend: openai\n  model: m\n  base_url: http://127.0.0.1:9/v1\n"
+    )
+    station = load_station(path)
+    flagged = keys.flagged("explained")
+    stop = asyncio.Event()
+    with start_embedded(tmp_path / "r") as server:
+        r = Redis.from_url(server.url)
+        task = asyncio.create_task(run_capture(server.url, [station], stop))
+        try:
+            for _ in range(100):  # capture's evidence group is there: it has started
+                if await r.exists(flagged):
+                    break
+                await asyncio.sleep(0.05)
+            ids = [
+                await r.xadd(flagged, make_result("explained", seq, flagged=True).to_fields())
+                for seq in (1, 2)
+            ]
+
+            async def evidence_done() -> bool:
+                groups = {g["name"].decode(): g for g in await r.xinfo_groups(flagged)}
+                return (
+                    groups["evidence"]["last-delivered-id"] == ids[-1] and not groups["evidence"]["pending"]
+                )
+
+            for _ in range(100):
+                if await evidence_done():
+                    break
+                await asyncio.sleep(0.05)
+            assert await evidence_done()
+            await streams.trim_acknowledged(r, flagged)  # what capture does every 10 s
+            assert await r.xlen(flagged) == 2
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await r.aclose()
