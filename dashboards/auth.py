@@ -131,8 +131,8 @@ class Sessions:
     def page(self, request: Request) -> tuple[Principal, str] | None:
         """(the account as stored now, csrf token) for an HTML page; None (log in again) without a
         session, when the account was disabled or removed, or when its password changed since this
-        session logged in. Pages that only read the cookie
-        still showed a disabled account the station table and the latest defects."""
+        session logged in. Pages that only read the cookie still showed a disabled account the
+        station table and the latest defects."""
         found = self.read(request)
         if found is None:
             return None

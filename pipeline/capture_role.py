@@ -52,18 +52,14 @@ class StationPublisher:
     """Feeds one station's captured frames and state into Redis."""
 
     def __init__(
-        self,
-        r: streams.Redis,
-        station: StationConfig,
-        options: CaptureRoleOptions,
-        stopping: asyncio.Event | None = None,
+        self, r: streams.Redis, station: StationConfig, options: CaptureRoleOptions, stopping: asyncio.Event
     ) -> None:
         self.r = r
         self.station = station
         self.options = options
         self.frames = keys.frames(station.id)
         self.counters = metrics.CaptureCounters(station.id)
-        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self.stopping = stopping  # the role's: set once, every station stops
         self._capture: StationCapture | None = None
 
     async def stop(self) -> None:
